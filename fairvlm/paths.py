@@ -3,13 +3,18 @@
 Everything fairvlm writes (demo data, demo model, embedding cache, runs, decisions) lives under
 one home folder: ``$FAIRVLM_HOME``, default ``~/.cache/fairvlm``. Server-side data roots the app
 may read from are ``$FAIRVLM_DATA_ROOTS`` (``os.pathsep``-separated), default the home folder
-and the current directory.
+and the current directory. Files that readers may open at any moment (run status, checkpoints,
+the DBPM memory) are written with :func:`atomic_write`.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from fairvlm.errors import DataError
 
@@ -68,3 +73,42 @@ def require_within_roots(path: str | os.PathLike[str], roots: list[Path] | None 
         f"{path}: outside the allowed data roots; expected a path under one of: {listing} "
         "(set FAIRVLM_DATA_ROOTS to change them)"
     )
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Write ``path`` all or nothing: readers see the old file or the complete new one.
+
+    Yields a binary handle on a temporary file in the same folder (named ``.<name>.<random>.tmp``,
+    so globs for ``*.json``/``*.safetensors`` never match it). When the block ends normally the
+    data are flushed and fsynced, the temporary file is renamed over ``path`` (``os.replace``,
+    atomic on POSIX and Windows) and the folder is fsynced. If the block raises, the temporary
+    file is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_folder(target.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -81,12 +81,16 @@ class PairTable:
         Where the data came from, in words: which files and columns a loader used.
     name
         A short display name (``"demo"``, a folder name).
+    warnings
+        One line per thing a loader skipped or counted (an unreadable file, a notes row
+        matching no image), so a caller can show what was left out.
     """
 
     frame: pd.DataFrame
     attributes: dict[str, Attribute]
     source: str = ""
     name: str = "data"
+    warnings: list[str] = field(default_factory=list)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,7 +117,8 @@ class PairTable:
     def subset(self, split: str) -> PairTable:
         """A new table holding only ``split``'s rows."""
         rows = self.frame.iloc[self.split_indices(split)]
-        return PairTable(rows, dict(self.attributes), source=self.source, name=self.name)
+        return PairTable(rows, dict(self.attributes), source=self.source, name=self.name,
+                         warnings=list(self.warnings))
 
     def attribute(self, name: str) -> Attribute:
         """The attribute called ``name``, or a one-line error listing the available ones."""
@@ -161,12 +166,12 @@ def validate(table: PairTable) -> None:
     bad_split = ~frame["split"].isin(SPLITS)
     if bad_split.any():
         value = frame.loc[bad_split, "split"].iloc[0]
-        raise DataError(f"{where}: field split: {value!r}; expected one of {', '.join(SPLITS)}")
+        raise DataError(f"{where}: field split: '{value}'; expected one of {', '.join(SPLITS)}")
     labels = pd.to_numeric(frame["label"], errors="coerce")
     bad_label = ~labels.isin([0, 1])
     if bad_label.any():
         value = frame.loc[bad_label, "label"].iloc[0]
-        raise DataError(f"{where}: field label: {value!r} is not binary; expected 0 or 1")
+        raise DataError(f"{where}: field label: '{value}' is not binary; expected 0 or 1")
     for name, attr in table.attributes.items():
         if name not in frame.columns:
             raise DataError(f"{where}: attribute column {name!r} is missing")
