@@ -28,3 +28,23 @@ def small_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("small-demo")
     generate_demo(out, DemoConfig(n_subjects=240, image_size=64, seed=7))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo architecture with seeded random weights (never trained), as a .safetensors file.
+
+    Loading it with ``load_model(str(path))`` takes about a second, unlike ``load_model("demo")``,
+    which trains the demo model on first use.
+    """
+    import torch
+
+    from fairvlm.models import save_checkpoint
+    from fairvlm.models.architectures import DEMO_ARCH, build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2024)
+        model = build_model(DEMO_ARCH)
+    path = tmp_path_factory.mktemp("tiny-model") / "tiny-demo-rn.safetensors"
+    save_checkpoint(model, path, arch=DEMO_ARCH)
+    return path

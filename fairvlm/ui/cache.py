@@ -1,0 +1,118 @@
+"""Streamlit caches of what is slow to load: pair tables, thumbnails, summaries, models.
+
+- Pair tables and models are cached with ``st.cache_resource`` (one shared object per key, no
+  copy, no pickling of a DataFrame or a torch module). They are read-only: nothing in the app
+  mutates them, and training loads its own model copy (DESIGN.md).
+- Summaries and thumbnails are small values cached with ``st.cache_data``, keyed by the
+  table's content fingerprint or the image reference.
+
+A table's key is its path, the loader options, the allowed roots and a cheap stamp of the
+files (:func:`path_stamp`), so editing or replacing the data set loads it again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fairvlm.data import PairTable, load_dataset, read_image, summarize, to_pil
+from fairvlm.errors import DataError
+from fairvlm.paths import require_within_roots
+
+if TYPE_CHECKING:
+    from fairvlm.models import LoadedModel
+
+THUMBNAIL_PX = 192
+_TABLES_KEPT = 4
+_MODELS_KEPT = 2
+
+
+def path_stamp(path: Path) -> tuple[int, ...]:
+    """Modification times (ns) of ``path`` and, for a folder, of its direct entries.
+
+    Adding, removing or replacing a file in the folder or one of its split folders changes it.
+    """
+    entries = [path, *sorted(path.iterdir())] if path.is_dir() else [path]
+    return tuple(entry.stat().st_mtime_ns for entry in entries if entry.exists())
+
+
+@st.cache_resource(max_entries=_TABLES_KEPT, show_spinner=False)
+def load_table(path: str, attributes: tuple[str, ...], stamp: tuple[int, ...],
+               roots: tuple[str, ...]) -> PairTable:
+    """The pair table at ``path`` (read-only), its images checked to lie inside ``roots``.
+
+    ``stamp`` is :func:`path_stamp` of ``path`` and only keys the cache. The fingerprint is
+    computed here, before the table is shared.
+    """
+    options = {"attributes": list(attributes)} if attributes else {}
+    table = load_dataset(path, **options)
+    require_images_within(table, [Path(root) for root in roots])
+    table.fingerprint()
+    return table
+
+
+def require_images_within(table: PairTable, roots: list[Path]) -> None:
+    """Refuse a table whose image files lie outside ``roots`` (e.g. a manifest's ``../x``).
+
+    Raises
+    ------
+    DataError
+        Naming the first image outside the roots.
+    """
+    folders = {os.path.dirname(str(ref).partition("::")[0]) for ref in table.frame["image"]}
+    for folder in sorted(folders):
+        try:
+            require_within_roots(folder, roots)
+        except DataError:
+            listing = ", ".join(str(root) for root in roots)
+            raise DataError(f"{table.name}: images in {folder} lie outside the allowed data "
+                            f"roots; expected images under one of: {listing}") from None
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def table_summary(fingerprint: str, _table: PairTable) -> pd.DataFrame:
+    """:func:`fairvlm.data.summarize` of the table with this fingerprint."""
+    return summarize(_table)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def thumbnail(ref: str, fingerprint: str, size: int = THUMBNAIL_PX) -> np.ndarray:
+    """The image ``ref`` as an 8-bit RGB array at most ``size`` pixels on its longer side.
+
+    ``fingerprint`` (of the table holding ``ref``) only keys the cache, so a changed file is
+    read again.
+    """
+    image = to_pil(read_image(ref))
+    image.thumbnail((size, size))
+    return np.asarray(image)
+
+
+@st.cache_resource(show_spinner=False)
+def available_devices() -> tuple[str, ...]:
+    """``cpu`` and every CUDA device of this machine (``cuda:0`` ...)."""
+    import torch
+
+    return ("cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count())))
+
+
+@st.cache_resource(show_spinner=False)
+def device_name(device: str) -> str:
+    """A readable name of ``device`` (``cpu``, or ``cuda:0 (NVIDIA H100 ...)``)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return device
+    return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+
+
+@st.cache_resource(max_entries=_MODELS_KEPT, show_spinner=False)
+def load_model(spec: str, device: str) -> LoadedModel:
+    """:func:`fairvlm.models.load_model` of ``spec`` on ``device``; read-only once cached."""
+    from fairvlm.models import load_model as load
+
+    return load(spec, device=device)

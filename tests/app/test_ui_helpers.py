@@ -1,0 +1,128 @@
+"""Tests of the app's helpers: count tables, sample picking, Markdown escaping, image roots,
+and the child-process runner behind the demo's progress bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairvlm.data import Attribute, PairTable, summarize
+from fairvlm.errors import DataError, FairVLMError
+from fairvlm.ui.cache import require_images_within
+from fairvlm.ui.cli_jobs import run_fairvlm
+from fairvlm.ui.gallery import attribute_line, pick_samples
+from fairvlm.ui.tables import ALL_SPLITS, group_counts, in_split, split_counts
+from fairvlm.ui.text import plain, shorten
+
+
+def _table(root: Path, n: int = 60, seed: int = 0) -> PairTable:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "id": [f"p{i}" for i in range(n)],
+        "split": rng.choice(["train", "val", "test"], size=n, p=[0.6, 0.2, 0.2]),
+        "image": [str(root / "images" / f"p{i}.png") for i in range(n)],
+        "text": [f"note {i}" for i in range(n)],
+        "label": rng.integers(0, 2, size=n).astype(np.int8),
+        "race": rng.choice([0, 1, 2, -1], size=n),
+    })
+    race = Attribute("race", {0: "Asian", 1: "Black", 2: "White"})
+    return PairTable(frame, {"race": race}, source="hand-made", name="hand")
+
+
+def test_group_counts_match_a_direct_count(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    summary = summarize(table)
+    names = {0: "Asian", 1: "Black", 2: "White", -1: "unknown"}
+    for split in ("train", "test", ALL_SPLITS):
+        rows = table.frame if split == ALL_SPLITS else table.frame[table.frame["split"] == split]
+        shown = group_counts(summary, "race", split).set_index("group")
+        expected = rows.groupby(rows["race"].map(names))["label"].agg(["size", "sum"])
+        for group, (size, positives) in expected.iterrows():
+            assert shown.loc[group, "n"] == size
+            assert shown.loc[group, "positives"] == positives
+            assert shown.loc[group, "prevalence"] == pytest.approx(positives / size)
+            assert shown.loc[group, "share"] == pytest.approx(size / len(rows))
+        assert list(shown.index)[-1] == "unknown"
+
+
+def test_split_counts_and_in_split(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    summary = summarize(table)
+    shown = split_counts(summary).set_index("split")
+    counts = table.frame.groupby("split")["label"].agg(["size", "sum"])
+    for split, (size, positives) in counts.iterrows():
+        assert (shown.loc[split, "n"], shown.loc[split, "positives"]) == (size, positives)
+    assert shown.loc["total", "n"] == len(table.frame)
+    assert shown.loc["total", "prevalence"] == pytest.approx(table.frame["label"].mean())
+    assert set(in_split(summary, "val")["split"]) == {"val"}
+    assert len(in_split(summary, ALL_SPLITS)) == len(summary)
+
+
+def test_empty_group_has_undefined_prevalence(tmp_path: Path) -> None:
+    table = _table(tmp_path, n=12, seed=3)
+    summary = summarize(table)
+    for split in ("train", "val", "test"):
+        shown = group_counts(summary, "race", split)
+        empty = shown[shown["n"] == 0]
+        assert empty["prevalence"].isna().all()
+
+
+def test_pick_samples_filters_and_is_seeded(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    frame = table.frame
+    picked = pick_samples(table, n=5, seed=1, split="train", attribute="race", code=2, label=1)
+    matching = frame[(frame["split"] == "train") & (frame["race"] == 2) & (frame["label"] == 1)]
+    assert set(picked["id"]) <= set(matching["id"])
+    assert len(picked) == min(5, len(matching))
+    again = pick_samples(table, n=5, seed=1, split="train", attribute="race", code=2, label=1)
+    assert picked["id"].tolist() == again["id"].tolist()
+    everything = pick_samples(table, n=1000, seed=0)
+    assert everything["id"].tolist() == frame["id"].tolist()
+    draws = {tuple(pick_samples(table, n=8, seed=s)["id"]) for s in range(5)}
+    assert len(draws) == 5
+    assert pick_samples(table, n=8, seed=0, split="val", attribute="race", code=99).empty
+
+
+def test_attribute_line_uses_group_names(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    row = table.frame[table.frame["race"] == -1].iloc[0]
+    assert attribute_line(table, row) == "race unknown"
+
+
+def test_plain_escapes_markdown_and_streamlit_syntax() -> None:
+    assert plain("- a *b* _c_ `d` :red[e] $f$ <i>g</i> #h") == (
+        "\\- a \\*b\\* \\_c\\_ \\`d\\` \\:red\\[e\\] \\$f\\$ \\<i\\>g\\</i\\> \\#h")
+    assert plain("12. item") == "12\\. item"
+    assert plain("C/D 0.5,\n IOP 21") == "C/D 0.5, IOP 21"
+    assert shorten("one two three four", 12) == "one two…"
+    assert shorten("short", 12) == "short"
+
+
+def test_images_outside_the_roots_are_refused(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    require_images_within(table, [tmp_path])
+    with pytest.raises(DataError, match="lie outside the allowed data roots") as caught:
+        require_images_within(table, [tmp_path / "elsewhere"])
+    assert str(tmp_path / "images") in str(caught.value)
+
+
+def test_run_fairvlm_reports_progress_and_output(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    out = tmp_path / "demo"
+    stdout = run_fairvlm(["demo", "--out", str(out), "--subjects", "20", "--image-size", "16"],
+                         on_progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (20, 20)
+    assert all(total == 20 for _, total in seen)
+    assert stdout.startswith("demo: wrote 20 SYNTHETIC subjects")
+    assert len(list(out.glob("*/data_*.npz"))) == 20
+
+
+def test_run_fairvlm_turns_the_error_line_into_a_user_error(tmp_path: Path) -> None:
+    occupied = tmp_path / "a-file"
+    occupied.write_text("not a folder")
+    with pytest.raises(FairVLMError, match="is a file") as caught:
+        run_fairvlm(["demo", "--out", str(occupied)], on_progress=lambda done, total: None)
+    assert str(occupied) in str(caught.value)
