@@ -18,6 +18,8 @@ st.logo(str(ICON), size="large")
 
 PAGES = [
     st.Page("pages/data.py", title="Data & model", icon=":material/dataset:", default=True),
+    st.Page("pages/audit.py", title="Audit", icon=":material/balance:"),
+    st.Page("pages/bad_pairs.py", title="Bad pairs", icon=":material/link_off:"),
 ]
 
 page = st.navigation(PAGES)

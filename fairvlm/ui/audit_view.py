@@ -1,0 +1,142 @@
+"""What the audit page computes and shows: the cached audit and its tables in words.
+
+The audit is cached in memory by (data fingerprint, model fingerprint, config JSON): a widget
+that only changes what is shown reruns the page without recomputing, and a setting that
+changes the numbers recomputes the metrics from the embeddings cached on disk
+(:func:`fairvlm.scoring.compute_embeddings`), never the embeddings themselves.
+
+Tables show every number as text: an undefined value reads ``undefined`` followed by its
+reason, never 0 or a blank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import streamlit as st
+
+from fairvlm.audit import AuditResult, DistributionView, run_audit
+from fairvlm.config import AuditConfig
+from fairvlm.data import PairTable
+from fairvlm.metrics import AttributeReport, Estimate
+from fairvlm.models import LoadedModel
+from fairvlm.report import HEADLINE_METRICS
+from fairvlm.scoring import embedding_cache_path
+
+CONFIG_KEY = "audit.config"
+AUDITED_KEY = "audit.for"
+UNDEFINED = "undefined"
+_AUDITS_KEPT = 8
+
+
+@st.cache_resource(max_entries=_AUDITS_KEPT, show_spinner=False)
+def cached_audit(data_fingerprint: str, model_fingerprint: str, config_json: str,
+                 _table: PairTable, _loaded: LoadedModel) -> AuditResult:
+    """:func:`fairvlm.audit.run_audit` of the table and model with these fingerprints.
+
+    The result is shared by every session (read-only); errors are not cached.
+    """
+    return run_audit(_table, _loaded, AuditConfig.from_json(config_json))
+
+
+def audit(table: PairTable, loaded: LoadedModel, config: AuditConfig) -> AuditResult:
+    """The cached audit of ``table`` by ``loaded`` under ``config``, with a spinner."""
+    embedded = embedding_cache_path(loaded, table).is_file()
+    message = ("Auditing ..." if embedded else
+               f"Embedding {len(table):,} pairs (once for this data set and model; cached on "
+               "disk), then auditing ...")
+    with st.spinner(message):
+        return cached_audit(table.fingerprint(), loaded.fingerprint, config.to_json(indent=None),
+                            table, loaded)
+
+
+def chosen_prompts(loaded: LoadedModel) -> Mapping[int, Sequence[str]]:
+    """The zero-shot prompts of the audit on screen for ``loaded``, else the model's defaults.
+
+    The bad-pair detectors use them too, so both pages read the note and the image alike.
+    """
+    config = st.session_state.get(CONFIG_KEY)
+    audited = st.session_state.get(AUDITED_KEY, ("", ""))
+    if config is not None and config.prompts and audited[1] == loaded.fingerprint:
+        return config.prompts
+    return loaded.default_prompts
+
+
+def prompt_lines(text: str) -> list[str]:
+    """One prompt per non-blank line of ``text``, stripped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def prompt_text(prompts: Mapping[int, Sequence[str]], label: int) -> str:
+    """The prompts of class ``label``, one per line (empty when the class has none)."""
+    return "\n".join(prompts.get(label, ()))
+
+
+def number(value: float | None, note: str = "", spec: str = ".3f") -> str:
+    """``value`` formatted, or ``undefined`` with its reason when it is ``None``."""
+    if value is None:
+        return f"{UNDEFINED} ({note})" if note else UNDEFINED
+    return format(value, spec)
+
+
+def interval(estimate: Estimate) -> str:
+    """``low – high`` of the bootstrap interval, or empty without one."""
+    if estimate.ci_low is None or estimate.ci_high is None:
+        return ""
+    return f"{estimate.ci_low:.3f} – {estimate.ci_high:.3f}"
+
+
+def headline_table(report: AttributeReport) -> pd.DataFrame:
+    """One row per summary metric: ``metric, value, 95% CI, note``."""
+    rows = []
+    for key, label in HEADLINE_METRICS:
+        estimate: Estimate = getattr(report, key)
+        if key == "worst_group_auc" and report.worst_group:
+            label = f"{label} ({report.worst_group})"
+        rows.append({"metric": label, "value": number(estimate.value, estimate.note),
+                     "95% CI": interval(estimate),
+                     "note": estimate.note if estimate.value is not None else ""})
+    return pd.DataFrame(rows)
+
+
+def group_table(report: AttributeReport) -> pd.DataFrame:
+    """One row per group: n, positives, AUC with its interval, rates at the threshold, note.
+
+    A group whose AUC is undefined reads ``undefined (<reason>)``.
+    """
+    rows = []
+    for group in report.groups:
+        reason = group.auc.note or group.note
+        rows.append({
+            "group": group.name, "n": group.n, "positives": group.positives,
+            "AUC": number(group.auc.value, reason), "95% CI": interval(group.auc),
+            "TPR": number(group.tpr), "FPR": number(group.fpr),
+            "selection rate": number(group.selection_rate),
+            "accuracy": number(group.accuracy),
+            "in summary": "yes" if group.shown else "no",
+            "note": "; ".join(dict.fromkeys(filter(None, (group.note, group.auc.note)))),
+        })
+    return pd.DataFrame(rows)
+
+
+def distance_table(view: DistributionView) -> pd.DataFrame:
+    """One row per group: n, mean and median of the statistic, Sinkhorn S, W2^2/2, p-value."""
+    no_pairs = "no pairs"
+    return pd.DataFrame([{
+        "group": group.group, "n": group.n,
+        "mean": number(group.mean, no_pairs), "median": number(group.median, no_pairs),
+        "Sinkhorn S": number(group.sinkhorn, no_pairs, ".3g"),
+        "W₂²/2": number(group.w2, no_pairs, ".3g"),
+        "p-value": number(group.p_value, "no permutations" if group.n else no_pairs),
+    } for group in view.groups])
+
+
+def threshold_line(result: AuditResult) -> str:
+    """``Threshold 0.42, chosen on val (1,000 pairs) by Youden's J`` (or ``fixed``)."""
+    threshold = result.threshold
+    if threshold.chosen_on is None:
+        return f"Threshold {threshold.value:.3g} (fixed)."
+    how = "Youden's J" if threshold.method == "youden" else "best F1"
+    return (f"Threshold {threshold.value:.3g}, chosen on {threshold.chosen_on} "
+            f"({threshold.n_chosen_on:,} pairs) by {how}.")

@@ -1,0 +1,146 @@
+"""AppTest of the Audit page on the small demo with the tiny (untrained) checkpoint.
+
+The numbers shown are checked against sklearn on the audit's predictions; the caching
+contract (a display widget recomputes nothing, a metric setting recomputes the metrics but not
+the embeddings) by counting calls.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sklearn.metrics import roc_auc_score
+from streamlit.testing.v1 import AppTest
+
+from fairvlm.audit import run_audit
+from fairvlm.config import AuditConfig
+from fairvlm.data import load_dataset
+from fairvlm.models import load_model
+from fairvlm.scoring import embeddings as embeddings_module
+from fairvlm.ui import audit_view
+from fairvlm.ui.state import MODEL_KEY, ModelChoice
+from fairvlm.ui.text import plain
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+PAGE = "pages/audit.py"
+TIMEOUT_S = 120
+FAST = {"audit.n_bootstrap": 50, "audit.n_permutations": 10, "audit.min_n": 4}
+
+
+@pytest.fixture(scope="module")
+def app_home(tmp_path_factory: pytest.TempPathFactory, small_demo_dir: Path,
+             tiny_checkpoint: Path) -> Path:
+    """A FAIRVLM_HOME (the only data root) holding the small demo and the tiny checkpoint."""
+    home = tmp_path_factory.mktemp("audit-home")
+    shutil.copytree(small_demo_dir, home / "demo" / "data")
+    shutil.copy(tiny_checkpoint, home / "tiny.safetensors")
+    return home
+
+
+@pytest.fixture()
+def home(app_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FAIRVLM_HOME", str(app_home))
+    monkeypatch.setenv("FAIRVLM_DATA_ROOTS", str(app_home))
+    return app_home
+
+
+def _open(home: Path) -> AppTest:
+    """The audit page, its first audit run with few resamples (to keep the test fast)."""
+    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    app.session_state[MODEL_KEY] = ModelChoice(str(home / "tiny.safetensors"), "cpu")
+    _run(app)
+    app.switch_page(PAGE)
+    _run(app)
+    for key, value in FAST.items():
+        app.number_input(key=key).set_value(value)
+    return _submit(app)
+
+
+def _run(app: AppTest) -> AppTest:
+    app.run(timeout=TIMEOUT_S)
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def _submit(app: AppTest) -> AppTest:
+    app.button(key="audit.run").click()
+    return _run(app)
+
+
+def _group_table(app: AppTest):
+    return next(f.value for f in app.dataframe if "AUC" in f.value.columns).set_index("group")
+
+
+def test_the_demo_audit_shows_tables_charts_and_summary(home: Path) -> None:
+    app = _open(home)
+    assert not app.error
+    assert [h.value for h in app.subheader][:1] == ["By race"]
+    assert len(app.get("plotly_chart")) == 3  # group AUC bars, ROC curves, distribution
+    table = load_dataset(home / "demo" / "data")
+    loaded = load_model(str(home / "tiny.safetensors"), device="cpu")
+    result = run_audit(table, loaded, AuditConfig(
+        attributes=("race",), n_bootstrap=50, n_permutations=10, min_n=4,
+        prompts=loaded.default_prompts))
+    assert app.info[0].value == plain(result.attributes[0].summary)
+    predictions = result.predictions
+    shown = _group_table(app)
+    for group, members in predictions.groupby("race"):
+        assert shown.loc[group, "n"] == len(members)
+        assert shown.loc[group, "positives"] == members["label"].sum()
+        if len(members) >= 4 and members["label"].nunique() == 2:
+            expected = roc_auc_score(members["label"], members["probability"])
+            assert shown.loc[group, "AUC"] == f"{expected:.3f}"
+        else:  # below the minimum group size or a single class: undefined, with the reason
+            assert shown.loc[group, "AUC"].startswith("undefined (")
+    assert shown["95% CI"].str.contains("–").any()
+    distances = next(f.value for f in app.dataframe if "Sinkhorn S" in f.value.columns)
+    assert set(distances["group"]) == set(predictions["race"])
+    labels = {button.proto.label for button in app.get("download_button")}
+    assert labels == {"metrics.json", "predictions.csv", "report.html"}
+
+
+def test_intersection_fixed_threshold_and_no_bootstrap(home: Path) -> None:
+    app = _open(home)
+    app.multiselect(key="audit.attributes").set_value(["race", "gender"])
+    app.selectbox(key="audit.threshold").set_value("fixed")
+    app.toggle(key="audit.bootstrap").set_value(False)
+    _submit(app)
+    assert not app.error
+    assert [h.value for h in app.subheader][:1] == ["By race&gender"]
+    assert any("Threshold 0.5 (fixed)." in c.value for c in app.caption)
+    shown = _group_table(app)
+    assert any(" & " in group for group in shown.index)
+    assert (shown["95% CI"] == "").all()
+
+
+def test_display_widgets_reuse_the_audit_and_settings_reuse_the_embeddings(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    audits, encodings = [], []
+    real_audit, real_encode = audit_view.run_audit, embeddings_module._encode
+    monkeypatch.setattr(audit_view, "run_audit",
+                        lambda *a, **k: audits.append(1) or real_audit(*a, **k))
+    monkeypatch.setattr(embeddings_module, "_encode",
+                        lambda *a, **k: encodings.append(1) or real_encode(*a, **k))
+    audit_view.cached_audit.clear()
+    app = _open(home)
+    before = (len(audits), len(encodings))
+    app.segmented_control(key="audit.statistic.race").set_value("similarity")
+    _run(app)
+    assert "image-text cosine by race" in app.get("plotly_chart")[2].proto.spec
+    assert (len(audits), len(encodings)) == before  # display only: nothing recomputed
+    app.number_input(key="audit.min_n").set_value(30)
+    _submit(app)
+    assert len(audits) == before[0] + 1 and len(encodings) == before[1]
+    assert any(c.value.startswith("Note: hidden") for c in app.caption)
+
+
+def test_empty_prompts_are_one_error_line(home: Path) -> None:
+    app = _open(home)
+    app.text_area(key="audit.prompts.1").input("  \n ")
+    _submit(app)
+    assert len(app.error) == 1
+    assert "prompts for class 1 (glaucoma) are empty" in app.error[0].value
+    assert any(c.value.startswith("Hint:") for c in app.caption)
+
