@@ -20,6 +20,8 @@ PAGES = [
     st.Page("pages/data.py", title="Data & model", icon=":material/dataset:", default=True),
     st.Page("pages/audit.py", title="Audit", icon=":material/balance:"),
     st.Page("pages/bad_pairs.py", title="Bad pairs", icon=":material/link_off:"),
+    st.Page("pages/fine_tune.py", title="Fine-tune", icon=":material/model_training:"),
+    st.Page("pages/compare.py", title="Compare & report", icon=":material/compare_arrows:"),
 ]
 
 page = st.navigation(PAGES)

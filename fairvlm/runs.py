@@ -57,7 +57,7 @@ class RunStatus:
 
     def is_stale(self) -> bool:
         """``running`` but its worker process no longer exists (killed, machine restarted)."""
-        return self.state == "running" and not _process_alive(self.pid)
+        return self.state == "running" and not process_alive(self.pid)
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,7 @@ def _drop_partial_last_line(handle: Any) -> None:
     handle.seek(0, os.SEEK_END)
 
 
-def _process_alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
     """Whether process ``pid`` exists on this machine (assumed on Windows, where signal 0 kills)."""
     if pid is None:
         return False

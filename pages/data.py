@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fairvlm import paths, runs
+from fairvlm import jobs, paths
 from fairvlm.data import PairTable, small_group_warnings
 from fairvlm.data.summary import DEFAULT_MIN_GROUP_SIZE
 from fairvlm.ui import cache, current, gallery, state, tables
@@ -130,13 +130,8 @@ def choose_model() -> None:
 
 
 def _finished_run_checkpoints() -> dict[str, str]:
-    """Spec (checkpoint path) -> label for the newest checkpoint of every finished run."""
-    found = {}
-    for run in runs.list_runs():
-        checkpoint = runs.RunDir(run.path).latest_checkpoint() if run.state == "done" else None
-        if checkpoint is not None:
-            found[str(checkpoint)] = f"run {run.name} ({checkpoint.name})"
-    return found
+    """Spec (checkpoint path) -> label for the selected checkpoint of every finished run."""
+    return {str(run.checkpoint): run.label for run in jobs.finished_runs()}
 
 
 def overview(table: PairTable) -> None:

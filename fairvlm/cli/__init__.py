@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from fairvlm import __version__
 from fairvlm.errors import FairVLMError
 
-COMMAND_MODULES: tuple[str, ...] = ("demo",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "audit", "demo", "inspect", "mine", "prepare_demo_model", "train",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,14 +93,26 @@ def current_model() -> LoadedModel:
         checkpoint cannot be loaded.
     """
     choice = state.model_choice()
-    device = resolve_device(choice.device)
-    _check_spec(choice.spec)
-    with st.spinner(f"Loading model {choice.spec} on {device} ..."):
-        loaded = cache.load_model(choice.spec, device)
+    loaded = load_spec(choice.spec, choice.device)
     state.set_loaded_model(LoadedModelInfo(spec=choice.spec, arch=loaded.arch,
                                            device=loaded.device,
                                            fingerprint=loaded.fingerprint))
     return loaded
+
+
+def load_spec(spec: str, device: str) -> LoadedModel:
+    """The model ``spec`` on ``device`` (or ``auto``), checked and cached like the chosen one,
+    without making it the model in use (e.g. a checkpoint to compare with it).
+
+    Raises
+    ------
+    ModelError
+        As :func:`current_model`.
+    """
+    device = resolve_device(device)
+    _check_spec(spec)
+    with st.spinner(f"Loading model {spec} on {device} ..."):
+        return cache.load_model(spec, device)
 
 
 def resolve_device(device: str) -> str:

@@ -1,0 +1,117 @@
+"""What the Fine-tune page shows of a run, read from its folder (the app never writes there).
+
+- :func:`run_table`: one row per run (state, settings, progress, test AUC / ES-AUC);
+- :func:`progress_line`: ``epoch 2 / 10 · step 40 / 200 · about 3 min left``;
+- :func:`loss_curves`: per step, the objective ``L = mean_i(w_i l_i) + lambda sum_g R_g`` and
+  its two terms, ``mean_i(w_i l_i)`` (the DBPM-weighted CLIP loss) and ``lambda sum_g R_g``;
+- :func:`epoch_table`: per epoch, validation AUC and ES-AUC of the run's attribute, DBPM's
+  noisy and faulty pair counts (judged on the loss history up to that epoch) and the
+  flagged members seen in the epoch's batches; the starting model's row comes first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from fairvlm.errors import FairVLMError
+from fairvlm.jobs import job_state, read_evaluation
+from fairvlm.runs import RunDir, RunStatus, RunSummary
+
+START = "start"
+LOSS_TERMS: dict[str, str] = {"loss": "objective L", "clip": "CLIP loss mean(w·l)",
+                              "weighted_fairness": "λ · Σ_g R_g"}
+
+
+def read_config(run: RunDir) -> dict[str, Any]:
+    """The run's ``config.json`` ({} when it cannot be read: the run list says why)."""
+    try:
+        return run.read_config()
+    except FairVLMError:
+        return {}
+
+
+def run_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
+    """One row per run: ``run, state, attribute, lambda, epochs, progress, updated, test AUC,
+    test ES-AUC`` (the last two once the run is done, at the selected epoch)."""
+    rows = []
+    for summary in summaries:
+        run = RunDir(summary.path)
+        config = read_config(run)
+        evaluation = read_evaluation(run) or {}
+        test = evaluation.get("test") or {}
+        rows.append({
+            "run": summary.name, "state": job_state(summary),
+            "attribute": config.get("attribute"), "lambda": config.get("lam"),
+            "epochs": config.get("epochs"),
+            "progress": _fraction(summary.step, summary.total),
+            "updated": summary.updated.replace("T", " ").replace("+00:00", " UTC"),
+            "test AUC": _value(test.get("auc")), "test ES-AUC": _value(test.get("es_auc")),
+        })
+    return pd.DataFrame(rows, columns=["run", "state", "attribute", "lambda", "epochs",
+                                       "progress", "updated", "test AUC", "test ES-AUC"])
+
+
+def progress_line(status: RunStatus, epochs: int) -> str:
+    """``epoch e / E · step s / T · about 3 min left`` (epochs counted from 1)."""
+    parts = [f"epoch {min(status.epoch + 1, epochs)} / {epochs}"]
+    if status.total:
+        parts.append(f"step {status.step:,} / {status.total:,}")
+    if status.eta_s is not None and status.state == "running":
+        parts.append(f"about {duration(status.eta_s)} left")
+    return " · ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``1 h 05 min``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{math.ceil(seconds)} s"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def loss_curves(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Step-indexed columns of :data:`LOSS_TERMS` present in the step records."""
+    steps = [record for record in records if record.get("kind") == "step"]
+    frame = pd.DataFrame({label: [record.get(key) for record in steps]
+                          for key, label in LOSS_TERMS.items()},
+                         index=pd.Index([record["step"] for record in steps], name="step"))
+    return frame.dropna(axis=1, how="all").astype(float)
+
+
+def epoch_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row for the starting model, then one per finished epoch (counted from 1).
+
+    Columns ``epoch, val AUC, val ES-AUC, noisy, faulty, flagged in batches, selected``;
+    ``selected`` marks the epoch model selection holds after the newest epoch. The starting
+    model has no DBPM counts (None).
+    """
+    epochs = [record for record in records if record.get("kind") == "epoch"]
+    holding = epochs[-1].get("selected_epoch") if epochs else None
+    rows = []
+    for record in records:
+        if record.get("kind") not in ("baseline", "epoch"):
+            continue
+        val = record.get("val") or {}
+        is_epoch = record["kind"] == "epoch"
+        rows.append({
+            "epoch": str(record["epoch"] + 1) if is_epoch else START,
+            "val AUC": val.get("auc"), "val ES-AUC": val.get("es_auc"),
+            "noisy": record.get("noisy"), "faulty": record.get("faulty"),
+            "flagged in batches": record.get("flagged_in_batches"),
+            "selected": is_epoch and record["epoch"] == holding,
+        })
+    return pd.DataFrame(rows, columns=["epoch", "val AUC", "val ES-AUC", "noisy", "faulty",
+                                       "flagged in batches", "selected"])
+
+
+def _fraction(step: int | None, total: int | None) -> float | None:
+    return None if not total else min(1.0, (step or 0) / total)
+
+
+def _value(estimate: Any) -> float | None:
+    return estimate.get("value") if isinstance(estimate, Mapping) else None

@@ -1,0 +1,196 @@
+"""Compare & report: several models on the same data, side by side, with one download."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fairvlm import compare, jobs, plots
+from fairvlm.compare import ComparedModel, Comparison
+from fairvlm.config import AuditConfig
+from fairvlm.data import PairTable
+from fairvlm.data.table import SPLITS
+from fairvlm.errors import FairVLMError
+from fairvlm.metrics import DEFAULT_MIN_N
+from fairvlm.ui import audit_view, current, state
+from fairvlm.ui.feedback import show_error, user_errors
+from fairvlm.ui.text import plain
+
+CURRENT = "current"
+RESULT_KEY = "compare.result"
+DEFAULT_BOOTSTRAP = 1000
+STATISTICS = {"loss": "per-pair loss", "similarity": "image-text similarity"}
+BETTER, WORSE = "background-color: #dafbe1; color: #116329", "background-color: #ffebe9; " \
+                                                               "color: #a40e26"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A model the user can pick: its column label, spec and origin."""
+
+    label: str
+    spec: str
+    origin: dict
+
+
+def main() -> None:
+    st.title("Compare & report")
+    st.caption("Audit two or more models on the same data and split, side by side: AUC, "
+               "ES-AUC, DPD, DEOdds and each group's AUC with bootstrap intervals, the change "
+               "from the first model (the baseline), and how each group's loss distribution "
+               "moved. One download holds the HTML report and the numbers as JSON.")
+    table = None
+    with user_errors():
+        table = current.current_table()
+    if table is None:
+        return
+    if not table.attributes:
+        st.info("These data have no protected attributes: name the attribute columns when "
+                "loading a manifest on the Data & model page.")
+        return
+    choices = model_choices()
+    settings(table, choices)
+    comparison = st.session_state.get(RESULT_KEY)
+    if comparison is not None and comparison.baseline.result.fingerprints["data"] == \
+            table.fingerprint():
+        show(comparison)
+
+
+def model_choices() -> dict[str, Choice]:
+    """The model in use and the selected checkpoint of every finished run, by key."""
+    spec = state.model_choice().spec
+    choices = {CURRENT: Choice(f"in use: {_short(spec)}", spec, {"kind": "model"})}
+    for run in jobs.finished_runs():
+        choices[str(run.checkpoint)] = Choice(f"run {run.name}", str(run.checkpoint),
+                                              compare.run_origin(run))
+    return choices
+
+
+def _short(spec: str) -> str:
+    """A file spec's file name, else the spec itself."""
+    return Path(spec).name if Path(spec).suffix else spec
+
+
+def settings(table: PairTable, choices: dict[str, Choice]) -> None:
+    """Which models, attributes and split; submitting computes and stores the comparison."""
+    default = [CURRENT, *[key for key in choices if key != CURRENT][:1]]
+    splits = [split for split in SPLITS if table.split_indices(split).size]
+    with st.form("compare.settings"):
+        picked = st.multiselect(
+            "Models (the first is the baseline)", list(choices), default=default,
+            format_func=lambda key: choices[key].label, key="compare.models",
+            help="The model in use (Data & model page) and the checkpoint each finished "
+                 "fine-tune selected on validation.")
+        others = st.text_area(
+            "More checkpoints or specs, one per line", key="compare.other_specs", height=80,
+            placeholder="/path/to/model.safetensors\nViT-B-16:openai")
+        row = st.columns([4, 1, 1, 1])
+        attributes = row[0].multiselect("Attributes", list(table.attributes),
+                                        default=list(table.attributes),
+                                        key="compare.attributes",
+                                        help="None: every attribute.")
+        split = row[1].selectbox("Split", splits, key="compare.split",
+                                 index=splits.index("test") if "test" in splits else 0)
+        min_n = row[2].number_input("Minimum group size", min_value=1, value=DEFAULT_MIN_N,
+                                    key="compare.min_n", help="Smaller groups are listed "
+                                    "but left out of ES-AUC, DPD and DEOdds.")
+        n_bootstrap = row[3].number_input("Bootstrap resamples", min_value=0, max_value=10_000,
+                                          value=DEFAULT_BOOTSTRAP, step=100,
+                                          key="compare.n_bootstrap")
+        submitted = st.form_submit_button("Compare", type="primary",
+                                          icon=":material/compare_arrows:", key="compare.run")
+    if not submitted:
+        return
+    chosen = [choices[key] for key in picked]
+    chosen += [Choice(_short(spec), spec, {"kind": "model"})
+               for spec in (line.strip() for line in others.splitlines()) if spec]
+    try:
+        config = AuditConfig(attributes=tuple(attributes), split=split, min_n=int(min_n),
+                             n_bootstrap=int(n_bootstrap))
+        st.session_state[RESULT_KEY] = run_comparison(table, _unique_labels(chosen), config)
+    except FairVLMError as error:
+        st.session_state.pop(RESULT_KEY, None)
+        show_error(error)
+
+
+def _unique_labels(chosen: list[Choice]) -> list[Choice]:
+    """Number repeated labels (``name``, ``name #2`` ...) so every column has its own."""
+    seen: dict[str, int] = {}
+    unique = []
+    for choice in chosen:
+        seen[choice.label] = seen.get(choice.label, 0) + 1
+        label = choice.label if seen[choice.label] == 1 else f"{choice.label} #{seen[choice.label]}"
+        unique.append(Choice(label, choice.spec, choice.origin))
+    return unique
+
+
+def run_comparison(table: PairTable, chosen: list[Choice], config: AuditConfig) -> Comparison:
+    """Load and audit every chosen model (audits cached by fingerprints), then compare."""
+    device = state.model_choice().device
+    models = []
+    progress = st.progress(0.0, text="Auditing the models ...")
+    for position, choice in enumerate(chosen):
+        progress.progress(position / len(chosen),
+                          text=f"Auditing {choice.label} ({position + 1} of {len(chosen)}) ...")
+        result = audit_view.audit(table, current.load_spec(choice.spec, device), config)
+        models.append(ComparedModel(choice.label, choice.spec, result, choice.origin))
+    progress.empty()
+    return compare.compare(models)
+
+
+def show(comparison: Comparison) -> None:
+    """The side-by-side table, the figures per attribute and the download."""
+    base = comparison.baseline
+    st.subheader("Side by side")
+    st.caption(f"Split {plain(base.result.config.split)} · values with 95% bootstrap "
+               f"intervals · Δ: change from the baseline, **{plain(base.label)}**; green is "
+               "better (higher AUC and ES-AUC, lower DPD and DEOdds), red worse.")
+    table = comparison.side_by_side()
+    st.dataframe(_styled(table, comparison.improvement()), hide_index=True,
+                 column_config={"n": st.column_config.NumberColumn(format="localized")})
+    download(comparison)
+    for attribute in comparison.attributes:
+        st.subheader(f"By {plain(attribute)}")
+        reports = [model.result.attribute(attribute).report for model in comparison.models]
+        st.plotly_chart(plots.compared_group_auc_figure(
+            reports, [model.label for model in comparison.models]),
+            key=f"compare.auc.{attribute}")
+        statistic = st.segmented_control("Distribution of", list(STATISTICS), default="loss",
+                                         format_func=STATISTICS.get,
+                                         key=f"compare.statistic.{attribute}") or "loss"
+        for model in comparison.models[1:]:
+            st.plotly_chart(plots.before_after_figure(
+                base.result.predictions, model.result.predictions,
+                compare.distribution_view(base.result, attribute, statistic),
+                compare.distribution_view(model.result, attribute, statistic),
+                labels=(base.label, model.label)),
+                key=f"compare.distribution.{attribute}.{model.label}")
+    with st.expander("Models, settings, fingerprints"):
+        st.json(comparison.to_dict()["models"], expanded=False)
+
+
+def _styled(table: pd.DataFrame, improvement: pd.DataFrame) -> pd.io.formats.style.Styler:
+    """Delta columns signed to 3 decimals, green where better and red where worse."""
+    def colours(frame: pd.DataFrame) -> pd.DataFrame:
+        styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
+        for column in improvement.columns:
+            styles[column] = improvement[column].map(
+                lambda better: "" if better is None or pd.isna(better)
+                else (BETTER if better else WORSE))
+        return styles
+
+    return (table.style.apply(colours, axis=None)
+            .format("{:+.3f}", subset=list(improvement.columns), na_rep=""))
+
+
+def download(comparison: Comparison) -> None:
+    stem = f"fairvlm-comparison-{comparison.created[:19].replace(':', '')}"
+    st.download_button("Report (HTML + JSON, zip)", lambda: compare.comparison_files(comparison),
+                       file_name=f"{stem}.zip", mime="application/zip",
+                       icon=":material/download:", key="compare.download")
+
+
+main()
