@@ -7,7 +7,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test lint demo bench clean-cache
+.PHONY: run test test-slow lint demo bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,13 @@ run: demo
 	$(BIN)/streamlit run app.py --server.headless true --server.address $(HOST) --server.port $(PORT)
 
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP_DEV)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
 
 bench: $(STAMP_DEV)
-	$(BIN)/python bench/run_all.py
+	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done

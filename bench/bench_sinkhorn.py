@@ -98,7 +98,7 @@ def run_geomloss_batched(batch: Batch, scaling: float, values: torch.Tensor | No
     n = len(population)
     return loss(weights, padded[:, :, None],
                 torch.full((N_GROUPS, n), 1.0 / n, dtype=torch.float64),
-                population[None, :, None].expand(N_GROUPS, n, 1))
+                population[None, :, None].expand(N_GROUPS, n, 1).contiguous())
 
 
 def _problems(batch: Batch, values) -> list[tuple]:

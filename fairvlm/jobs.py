@@ -50,7 +50,7 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 class FinishedRun:
     """A run in state ``done`` and the checkpoint its model selection chose.
 
-    ``epoch`` is the selected epoch, ``metric`` the validation metric that chose it, and
+    ``epoch`` is the selected epoch (from 0), ``metric`` the validation metric that chose it, and
     ``attribute`` the run's protected attribute.
     """
 
@@ -63,8 +63,8 @@ class FinishedRun:
 
     @property
     def label(self) -> str:
-        """``run NAME (epoch 3, by validation es_auc)``."""
-        return f"run {self.name} (epoch {self.epoch}, by validation {self.metric})"
+        """``run NAME (epoch 3 by validation es_auc)``, epochs counted from 1."""
+        return f"run {self.name} (epoch {self.epoch + 1} by validation {self.metric})"
 
 
 def launch(config: TrainConfig, *, root: str | os.PathLike[str] | None = None) -> RunDir:
@@ -81,9 +81,13 @@ def launch(config: TrainConfig, *, root: str | os.PathLike[str] | None = None) -
     run.create(_with_absolute_paths(config).to_dict())
     command = [sys.executable, "-m", "fairvlm", "train", "--run-dir", str(run.path), "--resume",
                "--quiet"]
-    with open(run.log_path, "ab") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with open(run.log_path, "ab") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as error:
+        run.update_status(state="failed", error=f"could not start the fine-tune: {error}")
+        raise
     write_json_atomic(run.path / JOB_FILE, {"pid": process.pid, "command": command,
                                             "started": _now()})
     threading.Thread(target=_watch, args=(process, run), daemon=True,
@@ -92,7 +96,8 @@ def launch(config: TrainConfig, *, root: str | os.PathLike[str] | None = None) -
 
 
 def cancel(run_dir: str | os.PathLike[str]) -> bool:
-    """Ask the run's worker to stop (SIGTERM to its process group).
+    """Ask the run's worker to stop: SIGTERM to the process group :func:`launch` started, or
+    to the worker process itself for a run started otherwise (``fairvlm train`` in a shell).
 
     Returns
     -------
@@ -100,11 +105,16 @@ def cancel(run_dir: str | os.PathLike[str]) -> bool:
         Whether a signal was sent (False when the run is not active or its process is gone).
     """
     run = RunDir(run_dir)
-    pid = job_pid(run)
-    if run.read_status().state not in ACTIVE_STATES or not process_alive(pid):
+    status = run.read_status()
+    group = job_pid(run)
+    pid = group if group is not None else status.pid
+    if status.state not in ACTIVE_STATES or not process_alive(pid):
         return False
     try:
-        os.killpg(pid, signal.SIGTERM)
+        if group is not None:
+            os.killpg(group, signal.SIGTERM)
+        else:
+            os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
     return True

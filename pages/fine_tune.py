@@ -233,11 +233,16 @@ def show_run(path: str) -> bool:
         head.markdown(f"**{plain(summary.name)}** · {run_state}")
         if active:
             button.button("Cancel", key=f"fine_tune.cancel.{summary.name}",
-                          icon=":material/stop_circle:", on_click=jobs.cancel, args=(path,))
+                          icon=":material/stop_circle:", on_click=_cancel, args=(path,))
         state_banner(run, summary, run_state, config)
         if run_state != "unreadable":
             progress(run, config, active)
     return active
+
+
+def _cancel(path: str) -> None:
+    if jobs.cancel(path):
+        st.toast("Cancelling: the run saves a checkpoint and stops.", icon=":material/cancel:")
 
 
 def state_banner(run: RunDir, summary: runs.RunSummary, run_state: str, config: dict) -> None:

@@ -1,0 +1,155 @@
+"""AppTest of the Fine-tune page: real background runs of the tiny checkpoint on the small demo.
+
+AppTest does not run ``st.fragment(run_every=...)`` on a timer, so a test "waits" by running
+the page again until the run's state changes. Polling with a fresh AppTest (a new session)
+shows that the page only reads the run folder: the run outlives the session that started it.
+What the page shows is checked against the run's own files (config.json, eval.json,
+metrics.jsonl) and the decisions file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fairvlm import jobs
+from fairvlm.data import load_dataset
+from fairvlm.decisions import DecisionFile
+from fairvlm.runs import RunDir, list_runs, process_alive
+from fairvlm.train.config import TrainConfig
+from fairvlm.ui.state import MODEL_KEY, ModelChoice
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+PAGE = "pages/fine_tune.py"
+TIMEOUT_S = 120
+RUN_TIMEOUT_S = 150.0
+TINY_SETTINGS = {"fine_tune.epochs": 1, "fine_tune.lr": 1e-3, "fine_tune.eval_min_n": 1,
+                 "fine_tune.n_bootstrap": 20}
+
+
+@pytest.fixture()
+def home(tmp_path: Path, small_demo_dir: Path, tiny_checkpoint: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh FAIRVLM_HOME (the only data root) with the small demo and the tiny checkpoint."""
+    home = tmp_path / "home"
+    shutil.copytree(small_demo_dir, home / "demo" / "data")
+    shutil.copy(tiny_checkpoint, home / "tiny.safetensors")
+    monkeypatch.setenv("FAIRVLM_HOME", str(home))
+    monkeypatch.setenv("FAIRVLM_DATA_ROOTS", str(home))
+    return home
+
+
+def _open(home: Path) -> AppTest:
+    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    app.session_state[MODEL_KEY] = ModelChoice(str(home / "tiny.safetensors"), "cpu")
+    _run(app)
+    app.switch_page(PAGE)
+    return _run(app)
+
+
+def _run(app: AppTest) -> AppTest:
+    app.run(timeout=TIMEOUT_S)
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def _start(app: AppTest, **settings: object) -> RunDir:
+    """Fill the form (tiny settings, projections only), press Start; the new run."""
+    app.selectbox(key="fine_tune.scope").set_value("projections")
+    app.selectbox(key="fine_tune.device").set_value("cpu")
+    for key, value in {**TINY_SETTINGS, **settings}.items():
+        app.number_input(key=key).set_value(value)
+    app.button(key="fine_tune.start").click()
+    _run(app)
+    assert not app.error, [e.value for e in app.error]
+    (run,) = list_runs()
+    return RunDir(run.path)
+
+
+def _header(app: AppTest) -> str:
+    """The shown run's ``**name** · state`` line."""
+    return next(m.value for m in app.markdown if m.value.startswith("**20"))
+
+
+def _poll(open_page: Callable[[], AppTest], wanted: str) -> AppTest:
+    """Run the page again until the shown run's header says ``wanted``."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        app = open_page()
+        if _header(app).endswith(f"· {wanted}"):
+            return app
+        time.sleep(1.0)
+    pytest.fail(f"the run did not reach {wanted}; page shows {_header(app)}")
+
+
+def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
+    table = load_dataset(home / "demo" / "data")
+    marked = table.frame.loc[table.frame["split"] == "train", "id"].iloc[:2].tolist()
+    book = DecisionFile(table.fingerprint())
+    for pair_id in marked:
+        book.set(pair_id, "exclude", model_fingerprint="0" * 16)
+    app = _open(home)
+    assert app.checkbox(key="fine_tune.exclude").value  # offered, and on
+    assert "Exclude the 2 pair(s) you marked" in app.checkbox(key="fine_tune.exclude").label
+    run = _start(app)
+    assert _header(app).startswith(f"**{run.path.name}**")
+
+    config = TrainConfig.from_dict(run.read_config())
+    assert (config.attribute, config.scope, config.epochs, config.lr) == (
+        "race", "projections", 1, 1e-3)
+    assert config.model == str(home / "tiny.safetensors")
+    assert config.data == str((home / "demo" / "data").resolve())
+    assert config.exclude == tuple(sorted(marked)) and config.exclude_file == str(book.path)
+
+    app = _poll(lambda: _open(home), "done")  # a new session each time: a reloaded page
+    evaluation = json.loads(run.eval_path.read_text())
+    assert evaluation["excluded"] == {"train": 2, "val": 0, "test": 0, "unknown": 0}
+    tiles = {metric.label: metric.value for metric in app.metric}
+    for split, key, label in (("val", "auc", "Validation AUC"), ("test", "auc", "Test AUC")):
+        assert tiles[label] == f"{evaluation[split][key]['value']:.3f}"
+    runs_table = app.dataframe[0].value
+    assert runs_table["state"].tolist() == ["done"]
+    assert runs_table["test AUC"].iloc[0] == pytest.approx(evaluation["test"]["auc"]["value"])
+    epochs = next(frame.value for frame in app.dataframe if "val ES-AUC" in frame.value.columns)
+    records = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    (last_epoch,) = [record for record in records if record["kind"] == "epoch"]
+    assert epochs["epoch"].tolist() == ["start", "1"]
+    assert epochs["val AUC"].iloc[1] == pytest.approx(last_epoch["val"]["auc"])
+    assert epochs["faulty"].iloc[1] == last_epoch["faulty"]
+
+    checkpoint = str(jobs.selected_checkpoint(run)[0])
+    app.button(key=f"fine_tune.use.{run.path.name}").click()
+    _run(app)
+    assert app.session_state[MODEL_KEY].spec == checkpoint
+
+
+def test_cancel_stops_a_running_job(home: Path) -> None:
+    app = _open(home)
+    run = _start(app, **{"fine_tune.epochs": 200})
+    app = _poll(lambda: _run(app), "running")
+    app.button(key=f"fine_tune.cancel.{run.path.name}").click()
+    _run(app)
+    app = _poll(lambda: _run(app), "cancelled")
+    status = run.read_status()
+    assert status.state == "cancelled" and 0 < status.step < status.total
+    assert not process_alive(jobs.job_pid(run))
+    assert any("Cancelled at step" in warning.value for warning in app.warning)
+    assert run.latest_checkpoint() is not None  # saved on the way out
+
+
+def test_a_failed_run_shows_its_error_and_log_tail(home: Path, tiny_checkpoint: Path) -> None:
+    missing = home / "moved-away"
+    run = jobs.launch(TrainConfig(data=str(missing), model=str(tiny_checkpoint),
+                                  attribute="race", device="cpu"))
+    app = _poll(lambda: _open(home), "failed")
+    (error,) = app.error
+    assert error.value.startswith("Failed: ") and str(missing) in error.value.replace("\\", "")
+    assert "\n" not in error.value
+    tail = app.code[0].value
+    assert f"error: {run.read_status().error}" in tail
