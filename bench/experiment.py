@@ -42,13 +42,34 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+
+from fairvlm.audit import run_audit
+from fairvlm.config import AuditConfig
+from fairvlm.data import load_dataset
+from fairvlm.data.demo import (
+    EVAL_FOLDER,
+    TRUTH_FILE,
+    DemoConfig,
+    generate_demo,
+    is_complete_demo,
+)
+from fairvlm.data.table import PairTable
+from fairvlm.metrics import Estimate, roc_auc
+from fairvlm.mining import LossMemory
+from fairvlm.models import DEMO_PROMPTS, DemoTraining, ensure_demo_model, load_model
+from fairvlm.models.loading import LoadedModel
+from fairvlm.pair_issues import find_pair_issues, score_pairs
+from fairvlm.runs import RunDir
+from fairvlm.train.config import TrainConfig
+from fairvlm.train.loop import train
 
 DATA_FOLDER, PRETRAIN_FOLDER = "data/demo", "data/pretrain"
 HOME_FOLDER, RUNS_FOLDER = "home", "runs"
@@ -86,6 +107,7 @@ METHODS: tuple[Method, ...] = (
            {"lam": 1.0, "dbpm": "reweight", "fair_on": "clean"}),
 )
 BASE = "base"  # the evaluation row of the base model itself (no fine-tune)
+DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 
 RANKINGS: dict[str, str] = {
     "dbpm_z": "DBPM z-score of the weighted mean loss m_i (after the last epoch)",
@@ -100,7 +122,9 @@ RANKINGS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything that decides the experiment's numbers (saved with the results)."""
+    """Everything that decides the experiment's numbers (saved with the results); which
+    methods and seeds are run is chosen per invocation, and rows of every invocation with
+    equal settings accumulate in one result set."""
 
     n_subjects: int = 1000
     eval_size: int = 4000
@@ -117,8 +141,6 @@ class Settings:
     warmup: int = 2
     val_min_n: int = 5
     n_bootstrap: int = 1000
-    seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = tuple(m.name for m in METHODS)
     image_size: int = 128
 
     def train_settings(self) -> dict[str, Any]:
@@ -141,8 +163,6 @@ class Workspace:
 
     @property
     def eval_data(self) -> Path:
-        from fairvlm.data.demo import EVAL_FOLDER
-
         return self.data / EVAL_FOLDER
 
     @property
@@ -163,8 +183,6 @@ class Workspace:
 
 def prepare_data(work: Workspace, settings: Settings) -> None:
     """Write the demo (with its evaluation set) and the clean pretraining set, unless present."""
-    from fairvlm.data.demo import DemoConfig, generate_demo, is_complete_demo
-
     demo = DemoConfig(n_subjects=settings.n_subjects, seed=settings.data_seed,
                       image_size=settings.image_size, eval_size=settings.eval_size,
                       eval_oversample_minorities=settings.eval_size > 0)
@@ -180,8 +198,6 @@ def prepare_base_model(work: Workspace, settings: Settings) -> Path:
 
     ``FAIRVLM_HOME`` must point at ``work.home`` (:func:`use_home`).
     """
-    from fairvlm.models import DemoTraining, ensure_demo_model
-
     training = DemoTraining(epochs=settings.base_epochs, seed=settings.pretrain_seed)
     return ensure_demo_model(work.pretrain, training=training, progress=False)
 
@@ -197,10 +213,6 @@ def use_home(work: Workspace) -> None:
 def fine_tune(work: Workspace, settings: Settings, method: Method, seed: int) -> Path:
     """Fine-tune the base model with ``method``: skipped when the run folder is done,
     resumed when an earlier attempt was interrupted."""
-    from fairvlm.runs import RunDir
-    from fairvlm.train.config import TrainConfig
-    from fairvlm.train.loop import train
-
     config = TrainConfig(data=str(work.data), model="demo", seed=seed,
                          **settings.train_settings(), **method.settings)
     run = RunDir(work.run_dir(method.name, seed, config.to_dict()))
@@ -209,27 +221,31 @@ def fine_tune(work: Workspace, settings: Settings, method: Method, seed: int) ->
     return run.path
 
 
-def run_checkpoints(run_dir: Path) -> tuple[Path, Path]:
-    """The selected checkpoint (by validation) and the last one of a finished run."""
-    from fairvlm.runs import RunDir
-
-    run = RunDir(run_dir)
+def run_row(run: RunDir, eval_table: PairTable, train_table: PairTable, truth: pd.DataFrame,
+            *, n_bootstrap: int) -> dict[str, Any]:
+    """One finished run's numbers: the selected epoch, the summed step time and forward passes
+    (``metrics.jsonl``), :func:`fairness_row` of the selected checkpoint and
+    :func:`detection_row` of the last one with the run's DBPM memory."""
     evaluation = json.loads(run.eval_path.read_text())
-    return run.path / evaluation["checkpoint"], run.latest_checkpoint()
+    steps = [record for record in run.read_metrics() if record["kind"] == "step"]
+    row = {"selected_epoch": evaluation["selection"]["epoch"],
+           "step_seconds": round(sum(record["seconds"] for record in steps), 1),
+           "forward_passes": float(np.mean([record["forward_passes"] for record in steps]))}
+    selected = load_model(str(run.path / evaluation["checkpoint"]), device="cpu")
+    row.update(fairness_row(selected, eval_table, n_bootstrap=n_bootstrap))
+    last = load_model(str(run.latest_checkpoint()), device="cpu")
+    row.update(detection_row(last, train_table, truth, memory=LossMemory.load(run.memory_path)))
+    return row
 
 
-def fairness_row(checkpoint: Path, eval_table, *, n_bootstrap: int) -> dict[str, Any]:
-    """Zero-shot fairness of ``checkpoint`` on the evaluation set, flattened to one row.
+def fairness_row(loaded: LoadedModel, eval_table: PairTable, *,
+                 n_bootstrap: int) -> dict[str, Any]:
+    """Zero-shot fairness of a model on the evaluation set, flattened to one row.
 
     Columns ``auc`` (with ``_lo``/``_hi`` bootstrap bounds), then per attribute a:
     ``a_es_auc``, ``a_deodds`` (with bounds), ``a_worst_group_auc``, ``a_auc_gap`` and
     ``a_auc_<group>`` per group (undefined values are NaN).
     """
-    from fairvlm.audit import run_audit
-    from fairvlm.config import AuditConfig
-    from fairvlm.models import DEMO_PROMPTS, load_model
-
-    loaded = load_model(str(checkpoint), device="cpu")
     config = AuditConfig(attributes=EVAL_ATTRIBUTES, prompts=DEMO_PROMPTS, threshold="fixed",
                          n_bootstrap=n_bootstrap, n_permutations=0)
     audit = run_audit(eval_table, loaded, config)
@@ -247,7 +263,7 @@ def fairness_row(checkpoint: Path, eval_table, *, n_bootstrap: int) -> dict[str,
     return row
 
 
-def _estimate_columns(name: str, estimate) -> dict[str, float]:
+def _estimate_columns(name: str, estimate: Estimate) -> dict[str, float]:
     return {name: _number(estimate.value), f"{name}_lo": _number(estimate.ci_low),
             f"{name}_hi": _number(estimate.ci_high)}
 
@@ -266,8 +282,6 @@ def note_cdr(text: str) -> float:
 
 def read_truth(data_dir: Path) -> pd.DataFrame:
     """``demo_truth.csv`` of a demo folder, indexed by pair id (the npz file stem)."""
-    from fairvlm.data.demo import TRUTH_FILE
-
     truth = pd.read_csv(data_dir / TRUTH_FILE)
     truth.index = truth["filename"].str.replace(r"\.npz$", "", regex=True)
     return truth
@@ -302,7 +316,8 @@ def flag_quality(flags: np.ndarray, positive: np.ndarray) -> tuple[float, float]
 
 
 def ranking_scores(scores: pd.DataFrame, issues: pd.DataFrame, truth: pd.DataFrame,
-                   texts: np.ndarray, memory=None) -> dict[str, np.ndarray]:
+                   texts: np.ndarray, memory: LossMemory | None = None
+                   ) -> dict[str, np.ndarray]:
     """Every ranking of :data:`RANKINGS` (higher = more suspicious), row-aligned with ``scores``.
 
     ``dbpm_z`` and ``last_epoch_loss`` need the run's DBPM ``memory``; without it they are
@@ -324,8 +339,8 @@ def ranking_scores(scores: pd.DataFrame, issues: pd.DataFrame, truth: pd.DataFra
     return {name: rankings[name] for name in RANKINGS if name in rankings}
 
 
-def detection_row(checkpoint: Path, train_table, truth: pd.DataFrame, *,
-                  memory=None) -> dict[str, Any]:
+def detection_row(loaded: LoadedModel, train_table: PairTable, truth: pd.DataFrame, *,
+                  memory: LossMemory | None = None) -> dict[str, Any]:
     """Detection quality on the training split, flattened to one row.
 
     Columns: ``n_swapped`` (= k), ``n_duplicates``; with a memory ``faulty_flags``,
@@ -335,11 +350,6 @@ def detection_row(checkpoint: Path, train_table, truth: pd.DataFrame, *,
     flags (faulty or noisy); for every ranking r, ``p_at_k_<r>`` and ``auroc_<r>`` against
     the swapped notes.
     """
-    from fairvlm.metrics import roc_auc
-    from fairvlm.models import DEMO_PROMPTS, load_model
-    from fairvlm.pair_issues import find_pair_issues, score_pairs
-
-    loaded = load_model(str(checkpoint), device="cpu")
     scores = score_pairs(loaded, train_table, prompts=DEMO_PROMPTS)
     issues = find_pair_issues(scores, memory=memory)
     ids = scores["id"].to_numpy()
@@ -387,6 +397,14 @@ class Results:
                 return cls(out, settings, saved["runs"])
         return cls(out, settings)
 
+    @classmethod
+    def load(cls, out: Path) -> Results:
+        """The results saved in ``out`` (to render the tables again with ``--render``)."""
+        saved = json.loads((out / f"{RESULT_STEM}.json").read_text())
+        values = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in saved["settings"].items()}
+        return cls(out, Settings(**values), saved["runs"])
+
     def done(self, method: str, seed: int | None) -> bool:
         return any(r["method"] == method and r["seed"] == seed for r in self.rows)
 
@@ -408,12 +426,11 @@ class Results:
 
 
 def run_experiment(work: Workspace, out: Path, settings: Settings, *,
-                   log=print) -> Results:
-    """Prepare data and base model, then fine-tune, evaluate and score every run."""
-    from fairvlm.data import load_dataset
-    from fairvlm.mining import LossMemory
-    from fairvlm.runs import RunDir
-
+                   methods: Sequence[str] = tuple(m.name for m in METHODS),
+                   seeds: Sequence[int] = DEFAULT_SEEDS,
+                   log: Callable[[str], None] = print) -> Results:
+    """Prepare data and base model, then fine-tune, evaluate and score every run of
+    ``methods`` x ``seeds`` (seed by seed) that ``out`` does not hold yet."""
     use_home(work)
     started = time.perf_counter()
     prepare_data(work, settings)
@@ -425,27 +442,22 @@ def run_experiment(work: Workspace, out: Path, settings: Settings, *,
     truth = read_truth(work.data)
     results = Results.resume(out, settings)
     if not results.done(BASE, None):
-        row = {"method": BASE, "seed": None, "train_seconds": 0.0, "selected_epoch": None}
-        row.update(fairness_row(base, eval_table, n_bootstrap=settings.n_bootstrap))
-        row.update(detection_row(base, train_table, truth))
+        row = {"method": BASE, "seed": None, "selected_epoch": None}
+        loaded = load_model(str(base), device="cpu")
+        row.update(fairness_row(loaded, eval_table, n_bootstrap=settings.n_bootstrap))
+        row.update(detection_row(loaded, train_table, truth))
         results.add(row)
         log(f"base: AUC {row['auc']:.3f}, race ES-AUC {row['race_es_auc']:.3f}")
-    methods = {m.name: m for m in METHODS}
-    for seed in settings.seeds:
-        for name in settings.methods:
+    method_named = {m.name: m for m in METHODS}
+    for seed in seeds:
+        for name in methods:
             if results.done(name, seed):
                 continue
-            run_started = time.perf_counter()
-            run_dir = fine_tune(work, settings, methods[name], seed)
-            train_seconds = time.perf_counter() - run_started
-            selected, last = run_checkpoints(run_dir)
-            evaluation = json.loads(RunDir(run_dir).eval_path.read_text())
-            row = {"method": name, "seed": seed, "train_seconds": round(train_seconds, 1),
-                   "selected_epoch": evaluation["selection"]["epoch"]}
-            row.update(fairness_row(selected, eval_table, n_bootstrap=settings.n_bootstrap))
-            memory = LossMemory.load(RunDir(run_dir).memory_path)
-            row.update(detection_row(last, train_table, truth, memory=memory))
-            row["total_seconds"] = round(time.perf_counter() - run_started, 1)
+            started_run = time.perf_counter()
+            run = RunDir(fine_tune(work, settings, method_named[name], seed))
+            row = {"method": name, "seed": seed, **run_row(run, eval_table, train_table, truth,
+                                                           n_bootstrap=settings.n_bootstrap)}
+            row["total_seconds"] = round(time.perf_counter() - started_run, 1)
             results.add(row)
             log(f"{name} seed {seed}: {row['total_seconds']:.0f} s, selected epoch "
                 f"{row['selected_epoch']}, AUC {row['auc']:.3f}, race ES-AUC "
@@ -462,7 +474,11 @@ def markdown_report(frame: pd.DataFrame, settings: Settings) -> str:
         "# Experiment: fair fine-tuning on the synthetic demo (generated by bench/experiment.py)",
         "",
         f"Settings: {_settings_line(settings)}.",
-        "Cells are mean ± standard deviation over seeds (n = seeds listed); `[lo, hi]` is the "
+        "",
+        "Methods: " + "; ".join(f"`{m.name}`: {m.description}" for m in METHODS
+                                if m.name in set(frame.get("method", ()))) + ".",
+        "",
+        "Cells are mean ± standard deviation over seeds (n: runs); `[lo, hi]` is the "
         "95% bootstrap interval on the evaluation set, averaged over seeds. `base` is the "
         "pretrained model before any fine-tune.",
         "",
@@ -474,6 +490,8 @@ def markdown_report(frame: pd.DataFrame, settings: Settings) -> str:
                   _fairness_table(frame, attribute), ""]
     lines += ["## Paired differences from `plain` (same seed; race)", "",
               _paired_table(frame), "",
+              "## Cost of a fine-tune (2 shared CPU cores; wall times vary with the load)", "",
+              _cost_table(frame), "",
               "## DBPM flags on the training split (verdict after the last epoch)", "",
               _flags_table(frame), "",
               "## Rankings of the swapped notes: precision@k (k = number of swapped pairs)", "",
@@ -491,8 +509,8 @@ def _settings_line(settings: Settings) -> str:
             f"(seed {settings.pretrain_seed}); fine-tune scope {settings.scope}, "
             f"{settings.epochs} epochs, lr {settings.lr:g}, batch {settings.batch_size}, "
             f"attribute {settings.attribute}, DBPM warm-up {settings.warmup}, selection on "
-            f"validation ES-AUC (groups of >= {settings.val_min_n}), seeds "
-            f"{list(settings.seeds)}, {settings.n_bootstrap} bootstrap resamples")
+            f"validation ES-AUC (groups of >= {settings.val_min_n}), "
+            f"{settings.n_bootstrap} bootstrap resamples")
 
 
 def _method_order(frame: pd.DataFrame) -> list[str]:
@@ -546,8 +564,8 @@ def _paired_table(frame: pd.DataFrame) -> str:
     plain = frame[frame["method"] == "plain"].set_index("seed")
     if plain.empty:
         return "(no plain runs yet)"
-    rows = [["plain (seed std)", str(len(plain)),
-             *(_cell(plain[c]).split(" ± ")[-1] if len(plain) > 1 else "—"
+    rows = [["plain: seed std", str(len(plain)),
+             *(f"{plain[c].std(ddof=1):.3f}" if plain[c].count() > 1 else "—"
                for c in metrics.values())]]
     for method in _method_order(frame):
         if method in (BASE, "plain"):
@@ -558,6 +576,15 @@ def _paired_table(frame: pd.DataFrame) -> str:
                      *(_cell(part.loc[seeds, c] - plain.loc[seeds, c], 3) for c in
                        metrics.values())])
     return _table(["method", "seeds", *(f"Δ {m}" for m in metrics)], rows)
+
+
+def _cost_table(frame: pd.DataFrame) -> str:
+    rows = []
+    for method in _method_order(frame):
+        part = frame[frame["method"] == method]
+        if method != BASE and "step_seconds" in part:
+            rows.append([method, _cell(part["forward_passes"], 1), _cell(part["step_seconds"], 0)])
+    return _table(["method", "forward passes per step", "seconds in training steps"], rows)
 
 
 def _flags_table(frame: pd.DataFrame) -> str:
@@ -605,7 +632,8 @@ def _without_nan(value: Any) -> Any:
 
 # --- command line ----------------------------------------------------------------------------
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[Path, Path, Settings, int]:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options: :class:`Settings` fields plus the run plan and folders."""
     defaults = Settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("fairvlm-experiment"),
@@ -614,34 +642,31 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Path, Path, Settings,
                         help="folder receiving experiment.csv/.json/.md")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--methods", nargs="+", choices=[m.name for m in METHODS],
-                        default=list(defaults.methods))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
-    for name in ("n_subjects", "eval_size", "pretrain_subjects", "data_seed", "pretrain_seed",
-                 "base_epochs", "epochs", "batch_size", "last_k", "warmup", "val_min_n",
-                 "n_bootstrap", "image_size"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int,
-                            default=getattr(defaults, name))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--scope", choices=("full", "last-k", "projections"),
-                        default=defaults.scope)
-    parser.add_argument("--attribute", default=defaults.attribute)
-    args = vars(parser.parse_args(argv))
-    work, out, threads = args.pop("work"), args.pop("out"), args.pop("threads")
-    settings = replace(defaults, **{**args, "seeds": tuple(args["seeds"]),
-                                    "methods": tuple(args["methods"])})
-    return work.resolve(), out.resolve(), settings, threads
+                        default=[m.name for m in METHODS])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the CSV and markdown from --out's experiment.json")
+    for item in fields(Settings):
+        parser.add_argument("--" + item.name.replace("_", "-"), dest=item.name,
+                            type=type(getattr(defaults, item.name)),
+                            default=getattr(defaults, item.name))
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    work, out, settings, threads = parse_args(argv)
-    import torch
-
-    torch.set_num_threads(threads)
+    args = parse_args(argv)
+    out = args.out.resolve()
+    if args.render:
+        Results.load(out).write()
+        return
+    torch.set_num_threads(args.threads)
+    settings = Settings(**{item.name: getattr(args, item.name) for item in fields(Settings)})
 
     def log(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
-    run_experiment(Workspace(work), out, settings, log=log)
+    run_experiment(Workspace(args.work.resolve()), out, settings, methods=args.methods,
+                   seeds=args.seeds, log=log)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ results up in the form of the paper's tables: per attribute, DPD and DEOdds (low
 better), AUC and ES-AUC (higher is better) and every group's AUC, each with its bootstrap
 interval, one column per model and, for every model after the first (the baseline), the
 change ``delta = value(model) - value(baseline)``. A change is an improvement when it goes
-the metric's better way (up for AUCs, down for gaps); an undefined value gives no delta.
+the metric's better way (up for AUCs, down for gaps); a change smaller than
+:data:`NO_CHANGE` (invisible at three decimals) counts as none, and an undefined value gives no
+delta.
 
 The download (:func:`comparison_files`) is one zip: ``report.html`` (self-contained, drawn
 with :mod:`fairvlm.plots` and the page frame of :mod:`fairvlm.report`) and
@@ -36,11 +38,12 @@ from fairvlm.report import FigureWriter, html_document
 from fairvlm.runs import RunDir
 
 HIGHER, LOWER = 1, -1
+NO_CHANGE = 5e-4
 SUMMARY_METRICS: tuple[tuple[str, str, int], ...] = (
     ("dpd", "DPD", LOWER), ("deodds", "DEOdds", LOWER), ("auc", "AUC", HIGHER),
     ("es_auc", "ES-AUC", HIGHER))
 ROW_COLUMNS: tuple[str, ...] = ("attribute", "metric", "group", "n", "better", "model", "value",
-                                "ci_low", "ci_high", "delta", "improved")
+                                "ci_low", "ci_high", "note", "delta", "improved")
 JSON_FILE, HTML_FILE = "comparison.json", "report.html"
 _DELTA_PREFIX = "Δ "
 
@@ -79,7 +82,9 @@ class Comparison:
         """One row per attribute, metric and model (columns :data:`ROW_COLUMNS`).
 
         ``group`` is empty for the summary metrics; ``better`` is +1 (higher is better) or
-        -1; ``delta`` and ``improved`` are None for the baseline and for undefined values.
+        -1; ``note`` says why a value is undefined or how its interval was made; ``delta`` is
+        None for the baseline and for undefined values, ``improved`` also for changes below
+        :data:`NO_CHANGE`.
         """
         records = []
         for attribute in self.attributes:
@@ -94,8 +99,9 @@ class Comparison:
                         "attribute": attribute, "metric": metric, "group": group, "n": n,
                         "better": better, "model": model.label, "value": estimate.value,
                         "ci_low": estimate.ci_low, "ci_high": estimate.ci_high,
-                        "delta": delta,
-                        "improved": None if delta is None or delta == 0 else delta * better > 0,
+                        "note": estimate.note, "delta": delta,
+                        "improved": (None if delta is None or abs(delta) < NO_CHANGE
+                                     else delta * better > 0),
                     })
         return pd.DataFrame(records, columns=list(ROW_COLUMNS))
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fairvlm import paths
-from fairvlm.errors import DataError, FairVLMError
+from fairvlm.errors import FairVLMError
 from fairvlm.runs import RunDir, RunSummary, list_runs, process_alive, write_json_atomic
 from fairvlm.train.config import TrainConfig
 
@@ -121,14 +121,12 @@ def cancel(run_dir: str | os.PathLike[str]) -> bool:
 
 
 def job_pid(run: RunDir) -> int | None:
-    """The worker's process id from ``job.json`` (None for a run not started by :func:`launch`)."""
-    path = run.path / JOB_FILE
-    if not path.is_file():
-        return None
+    """The worker's process id from ``job.json``; None for a run not started by
+    :func:`launch` (or a ``job.json`` that cannot be read)."""
     try:
-        return int(json.loads(path.read_text(encoding="utf-8"))["pid"])
-    except (ValueError, KeyError, TypeError):
-        raise DataError(f"{path}: field pid: expected the worker's process id") from None
+        return int(json.loads((run.path / JOB_FILE).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def job_state(summary: RunSummary) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from pandas.io.formats.style import Styler
 
 from fairvlm import compare, jobs, plots
 from fairvlm.compare import ComparedModel, Comparison
@@ -23,8 +24,8 @@ CURRENT = "current"
 RESULT_KEY = "compare.result"
 DEFAULT_BOOTSTRAP = 1000
 STATISTICS = {"loss": "per-pair loss", "similarity": "image-text similarity"}
-BETTER, WORSE = "background-color: #dafbe1; color: #116329", "background-color: #ffebe9; " \
-                                                               "color: #a40e26"
+BETTER = "background-color: #dafbe1; color: #116329"
+WORSE = "background-color: #ffebe9; color: #a40e26"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def _short(spec: str) -> str:
 
 def settings(table: PairTable, choices: dict[str, Choice]) -> None:
     """Which models, attributes and split; submitting computes and stores the comparison."""
-    default = [CURRENT, *[key for key in choices if key != CURRENT][:1]]
+    in_use = choices[CURRENT].spec
+    default = [CURRENT, *[key for key in choices if key not in (CURRENT, in_use)][:1]]
     splits = [split for split in SPLITS if table.split_indices(split).size]
     with st.form("compare.settings"):
         picked = st.multiselect(
@@ -132,12 +134,14 @@ def run_comparison(table: PairTable, chosen: list[Choice], config: AuditConfig) 
     device = state.model_choice().device
     models = []
     progress = st.progress(0.0, text="Auditing the models ...")
-    for position, choice in enumerate(chosen):
-        progress.progress(position / len(chosen),
-                          text=f"Auditing {choice.label} ({position + 1} of {len(chosen)}) ...")
-        result = audit_view.audit(table, current.load_spec(choice.spec, device), config)
-        models.append(ComparedModel(choice.label, choice.spec, result, choice.origin))
-    progress.empty()
+    try:
+        for position, choice in enumerate(chosen):
+            progress.progress(position / len(chosen), text=f"Auditing {choice.label} "
+                              f"({position + 1} of {len(chosen)}) ...")
+            result = audit_view.audit(table, current.load_spec(choice.spec, device), config)
+            models.append(ComparedModel(choice.label, choice.spec, result, choice.origin))
+    finally:
+        progress.empty()
     return compare.compare(models)
 
 
@@ -149,30 +153,38 @@ def show(comparison: Comparison) -> None:
                f"intervals · Δ: change from the baseline, **{plain(base.label)}**; green is "
                "better (higher AUC and ES-AUC, lower DPD and DEOdds), red worse.")
     table = comparison.side_by_side()
-    st.dataframe(_styled(table, comparison.improvement()), hide_index=True,
-                 column_config={"n": st.column_config.NumberColumn(format="localized")})
+    st.dataframe(_styled(table, comparison.improvement()), hide_index=True, height="content",
+                 column_config={"metric": st.column_config.TextColumn(width="medium"),
+                                "n": st.column_config.NumberColumn(format="localized")})
     download(comparison)
-    for attribute in comparison.attributes:
-        st.subheader(f"By {plain(attribute)}")
-        reports = [model.result.attribute(attribute).report for model in comparison.models]
-        st.plotly_chart(plots.compared_group_auc_figure(
-            reports, [model.label for model in comparison.models]),
-            key=f"compare.auc.{attribute}")
-        statistic = st.segmented_control("Distribution of", list(STATISTICS), default="loss",
-                                         format_func=STATISTICS.get,
-                                         key=f"compare.statistic.{attribute}") or "loss"
-        for model in comparison.models[1:]:
-            st.plotly_chart(plots.before_after_figure(
-                base.result.predictions, model.result.predictions,
-                compare.distribution_view(base.result, attribute, statistic),
-                compare.distribution_view(model.result, attribute, statistic),
-                labels=(base.label, model.label)),
-                key=f"compare.distribution.{attribute}.{model.label}")
+    st.subheader("Group AUCs and loss distributions")
+    for tab, attribute in zip(st.tabs(list(comparison.attributes)), comparison.attributes,
+                              strict=True):
+        with tab:
+            figures(comparison, attribute)
     with st.expander("Models, settings, fingerprints"):
         st.json(comparison.to_dict()["models"], expanded=False)
 
 
-def _styled(table: pd.DataFrame, improvement: pd.DataFrame) -> pd.io.formats.style.Styler:
+def figures(comparison: Comparison, attribute: str) -> None:
+    """Group AUCs of every model, and each model's distribution against the baseline's."""
+    base = comparison.baseline
+    reports = [model.result.attribute(attribute).report for model in comparison.models]
+    st.plotly_chart(plots.compared_group_auc_figure(
+        reports, [model.label for model in comparison.models]), key=f"compare.auc.{attribute}")
+    statistic = st.segmented_control("Distribution of", list(STATISTICS), default="loss",
+                                     format_func=STATISTICS.get,
+                                     key=f"compare.statistic.{attribute}") or "loss"
+    for model in comparison.models[1:]:
+        st.plotly_chart(plots.before_after_figure(
+            base.result.predictions, model.result.predictions,
+            compare.distribution_view(base.result, attribute, statistic),
+            compare.distribution_view(model.result, attribute, statistic),
+            labels=(base.label, model.label)),
+            key=f"compare.distribution.{attribute}.{model.label}")
+
+
+def _styled(table: pd.DataFrame, improvement: pd.DataFrame) -> Styler:
     """Delta columns signed to 3 decimals, green where better and red where worse."""
     def colours(frame: pd.DataFrame) -> pd.DataFrame:
         styles = pd.DataFrame("", index=frame.index, columns=frame.columns)

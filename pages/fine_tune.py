@@ -187,12 +187,33 @@ def start(table: PairTable, model: ModelChoice, values: dict, exclusions: list[s
 
 
 def run_list() -> None:
-    """Every run with its state; the chosen one in detail."""
+    """Every run with its state and the chosen one in detail; redrawn live while one runs."""
     st.subheader("Runs")
     summaries = runs.list_runs()
     if not summaries:
         st.info("No runs yet: the settings above start one.")
-        return
+    elif _any_active(summaries):
+        live_runs()
+    else:
+        runs_and_chosen(summaries)
+
+
+def _any_active(summaries: list[runs.RunSummary]) -> bool:
+    return any(jobs.job_state(summary) in jobs.ACTIVE_STATES for summary in summaries)
+
+
+@st.fragment(run_every=POLL_S)
+def live_runs() -> None:
+    """The run list, redrawn every :data:`POLL_S` seconds while a run is queued or running;
+    when none is left, the whole page reruns (and stops polling)."""
+    summaries = runs.list_runs()
+    if not _any_active(summaries):
+        st.rerun()
+    runs_and_chosen(summaries)
+
+
+def runs_and_chosen(summaries: list[runs.RunSummary]) -> None:
+    """The table of runs, the chooser, and the chosen run (the newest at first)."""
     st.dataframe(run_monitor.run_table(summaries), hide_index=True, column_config={
         "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,
                                                     format="percent"),
@@ -203,28 +224,13 @@ def run_list() -> None:
     if st.session_state.get(RUN_KEY) not in by_path:
         st.session_state[RUN_KEY] = next(iter(by_path))
     chosen = st.selectbox("Show run", list(by_path), key=RUN_KEY,
-                          format_func=lambda path: _run_label(by_path[path]))
-    if jobs.job_state(by_path[chosen]) in jobs.ACTIVE_STATES:
-        live_run(chosen)
-    else:
-        show_run(chosen)
+                          format_func=lambda path: by_path[path].name)
+    show_run(by_path[chosen])
 
 
-def _run_label(summary: runs.RunSummary) -> str:
-    return f"{summary.name} · {jobs.job_state(summary)}"
-
-
-@st.fragment(run_every=POLL_S)
-def live_run(path: str) -> None:
-    """The active run, redrawn every :data:`POLL_S` seconds; the whole page reruns at its end."""
-    if not show_run(path):
-        st.rerun()
-
-
-def show_run(path: str) -> bool:
-    """Draw the run in ``path``; return whether it is still active."""
-    run = RunDir(path)
-    summary = run.summary()
+def show_run(summary: runs.RunSummary) -> None:
+    """Draw a run: its state, progress, curves and, when it ended, its outcome."""
+    run = RunDir(summary.path)
     run_state = jobs.job_state(summary)
     config = run_monitor.read_config(run)
     active = run_state in jobs.ACTIVE_STATES
@@ -233,11 +239,11 @@ def show_run(path: str) -> bool:
         head.markdown(f"**{plain(summary.name)}** · {run_state}")
         if active:
             button.button("Cancel", key=f"fine_tune.cancel.{summary.name}",
-                          icon=":material/stop_circle:", on_click=_cancel, args=(path,))
-        state_banner(run, summary, run_state, config)
+                          icon=":material/stop_circle:", on_click=_cancel,
+                          args=(str(summary.path),))
+        state_banner(run, summary, run_state)
         if run_state != "unreadable":
             progress(run, config, active)
-    return active
 
 
 def _cancel(path: str) -> None:
@@ -245,7 +251,7 @@ def _cancel(path: str) -> None:
         st.toast("Cancelling: the run saves a checkpoint and stops.", icon=":material/cancel:")
 
 
-def state_banner(run: RunDir, summary: runs.RunSummary, run_state: str, config: dict) -> None:
+def state_banner(run: RunDir, summary: runs.RunSummary, run_state: str) -> None:
     """What happened to the run, in one line (and the log tail when it failed)."""
     icon = STATE_ICONS.get(run_state)
     if run_state == "done":
@@ -273,17 +279,20 @@ def done(run: RunDir) -> None:
                f"{selection.get('metric', '?')}"
                + (f" ({plain(selection['note'])})" if selection.get("note") else "") + ".",
                icon=STATE_ICONS["done"])
-    tiles = st.columns(5)
+    tiles = st.columns(6)
     for tile, (split, key, label) in zip(tiles, (
             ("val", "auc", "Validation AUC"), ("val", "es_auc", "Validation ES-AUC"),
             ("test", "auc", "Test AUC"), ("test", "es_auc", "Test ES-AUC")), strict=False):
         estimate = (evaluation.get(split) or {}).get(key) or {}
         value = estimate.get("value")
-        tile.metric(label, "undefined" if value is None else f"{value:.3f}",
-                    help=estimate.get("note") or None)
+        note = estimate.get("note") or None
+        tile.metric(label, "–" if value is None else f"{value:.3f}",
+                    help=f"undefined: {note}" if value is None else note)
     flagged = evaluation.get("flagged") or {}
-    tiles[4].metric("DBPM flags", f"{flagged.get('faulty', 0)} faulty · "
-                    f"{flagged.get('noisy', 0)} noisy")
+    tiles[4].metric("Faulty pairs", flagged.get("faulty", 0),
+                    help="DBPM: weighted mean loss at least mu + β_fp sigma, over the run.")
+    tiles[5].metric("Noisy pairs", flagged.get("noisy", 0),
+                    help="DBPM: weighted mean loss at most mu - β_np sigma, over the run.")
     selected = jobs.selected_checkpoint(run)
     if selected is not None:
         checkpoint = str(selected[0])
@@ -333,9 +342,9 @@ def progress(run: RunDir, config: dict, active: bool) -> None:
         "val ES-AUC": st.column_config.NumberColumn(format="%.3f"),
         "selected": st.column_config.CheckboxColumn("selected"),
     })
-    st.caption("noisy / faulty: pairs DBPM flags from the loss history up to that epoch "
-               "(the next epoch's verdict); flagged in batches: flagged members met in the "
-               "epoch's batches.")
+    st.caption("Epoch 0: the starting model. noisy / faulty: pairs DBPM flags from the loss "
+               "history up to that epoch (the next epoch's verdict); flagged in batches: "
+               "flagged members met in the epoch's batches.")
     with st.expander("Settings and log"):
         st.json(config, expanded=False)
         st.code(jobs.log_tail(run, LOG_LINES) or "(the log is empty)", language=None)

@@ -79,9 +79,10 @@ class Clouds:
         return Clouds(self.points[index, :width], self.log_weights[index, :width])
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray]:
-        """Detached float64 copies of ``(points, log_weights)`` for the solver."""
-        return (self.points.detach().cpu().numpy().astype(np.float64),
-                self.log_weights.detach().cpu().numpy())
+        """Detached float64 numpy ``(points, log_weights)`` for the solver (which does not
+        write to them)."""
+        return (np.asarray(self.points.detach().cpu(), dtype=np.float64),
+                np.asarray(self.log_weights.detach().cpu(), dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,12 @@ def debiased_sinkhorn(sources: Clouds, targets: Clouds, settings: SolverSettings
     if targets_self is None:
         targets_self = self_transport(targets, settings)
     shared_target = targets.points.shape[0] == 1
-    rows = size_batches(sources.counts())
-    parts = [entropic_transport(sources.take(r), targets if shared_target else targets.take(r),
-                                settings) - 0.5 * self_transport(sources.take(r), settings)
-             for r in rows]
-    order = torch.as_tensor(np.argsort(np.concatenate(rows)), device=sources.points.device)
+    batches, parts = size_batches(sources.counts()), []
+    for rows in batches:
+        part = sources.take(rows)
+        parts.append(entropic_transport(part, targets if shared_target else targets.take(rows),
+                                        settings) - 0.5 * self_transport(part, settings))
+    order = torch.as_tensor(np.argsort(np.concatenate(batches)), device=sources.points.device)
     return torch.cat(parts)[order] - 0.5 * targets_self
 
 

@@ -21,7 +21,6 @@ from fairvlm.errors import FairVLMError
 from fairvlm.jobs import job_state, read_evaluation
 from fairvlm.runs import RunDir, RunStatus, RunSummary
 
-START = "start"
 LOSS_TERMS: dict[str, str] = {"loss": "objective L", "clip": "CLIP loss mean(w·l)",
                               "weighted_fairness": "λ · Σ_g R_g"}
 
@@ -84,7 +83,7 @@ def loss_curves(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def epoch_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row for the starting model, then one per finished epoch (counted from 1).
+    """One row for the starting model (epoch 0), then one per finished epoch (from 1).
 
     Columns ``epoch, val AUC, val ES-AUC, noisy, faulty, flagged in batches, selected``;
     ``selected`` marks the epoch model selection holds after the newest epoch. The starting
@@ -99,14 +98,17 @@ def epoch_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         val = record.get("val") or {}
         is_epoch = record["kind"] == "epoch"
         rows.append({
-            "epoch": str(record["epoch"] + 1) if is_epoch else START,
+            "epoch": record["epoch"] + 1 if is_epoch else 0,
             "val AUC": val.get("auc"), "val ES-AUC": val.get("es_auc"),
             "noisy": record.get("noisy"), "faulty": record.get("faulty"),
             "flagged in batches": record.get("flagged_in_batches"),
             "selected": is_epoch and record["epoch"] == holding,
         })
-    return pd.DataFrame(rows, columns=["epoch", "val AUC", "val ES-AUC", "noisy", "faulty",
-                                       "flagged in batches", "selected"])
+    table = pd.DataFrame(rows, columns=["epoch", "val AUC", "val ES-AUC", "noisy", "faulty",
+                                        "flagged in batches", "selected"])
+    counts = ["noisy", "faulty", "flagged in batches"]
+    table[counts] = table[counts].astype("Int64")
+    return table.astype({"val AUC": float, "val ES-AUC": float})
 
 
 def _fraction(step: int | None, total: int | None) -> float | None:

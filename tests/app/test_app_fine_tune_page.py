@@ -21,8 +21,9 @@ from streamlit.testing.v1 import AppTest
 from fairvlm import jobs
 from fairvlm.data import load_dataset
 from fairvlm.decisions import DecisionFile
-from fairvlm.runs import RunDir, list_runs, process_alive
+from fairvlm.runs import RunDir, RunStatus, list_runs, process_alive
 from fairvlm.train.config import TrainConfig
+from fairvlm.ui import run_monitor
 from fairvlm.ui.state import MODEL_KEY, ModelChoice
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -119,7 +120,7 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
     epochs = next(frame.value for frame in app.dataframe if "val ES-AUC" in frame.value.columns)
     records = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
     (last_epoch,) = [record for record in records if record["kind"] == "epoch"]
-    assert epochs["epoch"].tolist() == ["start", "1"]
+    assert epochs["epoch"].tolist() == [0, 1]  # 0: the starting model
     assert epochs["val AUC"].iloc[1] == pytest.approx(last_epoch["val"]["auc"])
     assert epochs["faulty"].iloc[1] == last_epoch["faulty"]
 
@@ -156,3 +157,32 @@ def test_a_failed_run_shows_its_error_and_log_tail(home: Path, tiny_checkpoint: 
     assert "\n" not in error.value
     tail = app.code[0].value
     assert f"error: {run.read_status().error}" in tail
+
+
+def test_monitor_tables_from_hand_made_records() -> None:
+    def step(number: int, epoch: int) -> dict:
+        return {"kind": "step", "epoch": epoch, "step": number, "loss": 2.0 + number,
+                "clip": 1.5 + number, "weighted_fairness": 0.5}
+
+    def epoch_end(epoch: int, selected: int) -> dict:
+        return {"kind": "epoch", "epoch": epoch, "step": 2 * (epoch + 1), "noisy": epoch,
+                "faulty": 3, "flagged_in_batches": 5, "selected_epoch": selected,
+                "val": {"auc": 0.7 + epoch / 10, "es_auc": None}}
+
+    records = [{"kind": "baseline", "epoch": -1, "step": 0, "val": {"auc": 0.6, "es_auc": 0.5}},
+               step(1, 0), step(2, 0), epoch_end(0, 0), step(3, 1), step(4, 1), epoch_end(1, 0)]
+    curves = run_monitor.loss_curves(records)
+    assert curves.index.tolist() == [1, 2, 3, 4]
+    assert curves["objective L"].tolist() == [3.0, 4.0, 5.0, 6.0]
+    assert (curves["objective L"] == curves["CLIP loss mean(w·l)"]
+            + curves["λ · Σ_g R_g"]).all()
+    table = run_monitor.epoch_table(records)
+    assert table["epoch"].tolist() == [0, 1, 2]
+    assert table["selected"].tolist() == [False, True, False]  # the choice after the last epoch
+    assert table["val AUC"].tolist() == pytest.approx([0.6, 0.7, 0.8])
+    assert table["noisy"].isna().tolist() == [True, False, False]
+    assert table["faulty"].tolist()[1:] == [3, 3]
+    status = RunStatus(state="running", epoch=1, step=3, total=4, eta_s=75.0)
+    assert run_monitor.progress_line(status, 2) == "epoch 2 / 2 · step 3 / 4 · about 2 min left"
+    assert [run_monitor.duration(s) for s in (0.2, 45.2, 61, 3900)] == [
+        "1 s", "46 s", "2 min", "1 h 05 min"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import ot as pot
 import pytest
 import torch
 from scipy import stats
 
 from fairvlm import ot
 from fairvlm.errors import ConfigError, DataError
+from fairvlm.ot._permutation import _sorted_group_squared_w2
 
 
 def _null_p_values(statistic: str, n_datasets: int, n_permutations: int) -> np.ndarray:
@@ -48,6 +50,33 @@ def test_whole_population_as_group_has_p_value_one():
     values = np.random.default_rng(3).normal(size=20)
     observed, p = ot.permutation_null(values, np.zeros(20, dtype=int), 0, n_permutations=19)
     assert abs(observed) < 1e-9 and p == 1.0
+
+
+def test_sorted_shuffle_null_matches_a_per_shuffle_reference():
+    """The sort-free W2 of shuffled labels over the sorted population equals POT's W2^2 of
+    the same shuffled groups, one shuffle at a time (ties in the values included)."""
+    rng = np.random.default_rng(5)
+    values = np.round(rng.gamma(2.0, 0.5, size=45), 1)  # rounding makes ties
+    sorted_values = np.sort(values)
+    labels = np.repeat([0, 1, -1], [11, 30, 4])
+    shuffled = rng.permuted(np.tile(labels, (25, 1)), axis=1)
+    for group in (0, 1):
+        fast = _sorted_group_squared_w2(torch.tensor(sorted_values), shuffled, group).numpy()
+        naive = [pot.wasserstein_1d(rng.permutation(sorted_values[row == group]), values, p=2)
+                 for row in shuffled]
+        np.testing.assert_allclose(fast, naive, rtol=1e-10, atol=1e-14)
+
+
+def test_wasserstein_p_value_counts_shuffles_at_least_as_far_as_observed():
+    rng = np.random.default_rng(6)
+    groups = np.repeat([0, 1], [15, 45])
+    values = rng.normal(size=60) + 0.4 * (groups == 0)
+    observed, p = ot.permutation_null(values, groups, 0, statistic="wasserstein",
+                                      n_permutations=999, seed=1)
+    null = [pot.wasserstein_1d(values[rng.permutation(60)[:15]], values, p=2) / 2
+            for _ in range(2000)]
+    reference = (1 + np.count_nonzero(np.array(null) >= observed)) / (1 + len(null))
+    assert 0.0 < reference < 0.5 and abs(p - reference) < 0.04
 
 
 def test_all_groups_at_once_match_the_group_distances():

@@ -50,12 +50,14 @@ def _naive(U: np.ndarray, V: np.ndarray, s: float) -> dict[str, np.ndarray]:
             "margin": own - wrong.max(axis=1) if len(U) > 1 else np.full(len(U), np.nan)}
 
 
-@pytest.mark.parametrize("block_rows", [1024, 7])
-def test_matches_naive_computation(block_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("block_rows", "scale"), [(1024, 14.3), (7, 14.3), (5, 100.0)])
+def test_matches_naive_computation(block_rows: int, scale: float,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several row blocks (a streaming column log-sum-exp) and a large logit scale included."""
     monkeypatch.setattr(pairs_module, "BLOCK_ROWS", block_rows)
     splits = ["train", "test", "test", "val"] * 12
     table = _table(splits)
-    embeddings = _embeddings(table)
+    embeddings = _embeddings(table, scale=scale)
     scores = pair_scores(embeddings, table, split="test")
     rows = table.split_indices("test")
     assert list(scores.columns) == list(SCORE_COLUMNS)

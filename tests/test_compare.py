@@ -1,0 +1,183 @@
+"""Comparison of two audited checkpoints: every number against sklearn, fairlearn and hand
+computations on the audits' predictions; the download's files; the comparison figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+from sklearn.metrics import roc_auc_score
+
+from fairvlm import plots
+from fairvlm.audit import AuditResult, run_audit
+from fairvlm.compare import (
+    HTML_FILE,
+    JSON_FILE,
+    NO_CHANGE,
+    ComparedModel,
+    Comparison,
+    compare,
+    comparison_files,
+    delta_column,
+    distribution_view,
+    estimate_text,
+)
+from fairvlm.config import AuditConfig
+from fairvlm.data import load_dataset
+from fairvlm.errors import ConfigError, DataError
+from fairvlm.models import load_model
+
+CONFIG = AuditConfig(attributes=("race", "gender"), split="train", min_n=1, n_bootstrap=40,
+                     n_permutations=0)
+LABELS = ("baseline", "<b>other</b>")
+
+
+@pytest.fixture(scope="module")
+def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo architecture with other seeded random weights than ``tiny_checkpoint``."""
+    import torch
+
+    from fairvlm.models import save_checkpoint
+    from fairvlm.models.architectures import DEMO_ARCH, build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        model = build_model(DEMO_ARCH)
+    path = tmp_path_factory.mktemp("other-model") / "other.safetensors"
+    save_checkpoint(model, path, arch=DEMO_ARCH)
+    return path
+
+
+@pytest.fixture(scope="module")
+def results(small_demo_dir: Path, tiny_checkpoint: Path, other_checkpoint: Path
+            ) -> tuple[AuditResult, AuditResult]:
+    table = load_dataset(small_demo_dir)
+    return tuple(run_audit(table, load_model(str(path), device="cpu"), CONFIG)
+                 for path in (tiny_checkpoint, other_checkpoint))
+
+
+@pytest.fixture(scope="module")
+def comparison(results) -> Comparison:
+    return compare([ComparedModel(label, f"spec-{i}", result)
+                    for i, (label, result) in enumerate(zip(LABELS, results, strict=True))])
+
+
+def _expected(predictions: pd.DataFrame, attribute: str) -> dict[str, float]:
+    """AUC, group AUCs, ES-AUC, DPD and DEOdds from the predictions, without fairvlm."""
+    labels, scores = predictions["label"], predictions["probability"]
+    overall = roc_auc_score(labels, scores)
+    groups = {name: roc_auc_score(part["label"], part["probability"])
+              for name, part in predictions.groupby(attribute)}
+    return {
+        "AUC": overall,
+        **{f"AUC {name}": value for name, value in groups.items()},
+        "ES-AUC": overall / (1 + sum(abs(value - overall) for value in groups.values())),
+        "DPD": demographic_parity_difference(labels, predictions["prediction"],
+                                             sensitive_features=predictions[attribute]),
+        "DEOdds": equalized_odds_difference(labels, predictions["prediction"],
+                                            sensitive_features=predictions[attribute]),
+    }
+
+
+@pytest.mark.parametrize("attribute", ["race", "gender"])
+def test_values_and_deltas_match_independent_computations(comparison, results,
+                                                          attribute) -> None:
+    baseline, other = (_expected(result.predictions, attribute) for result in results)
+    rows = comparison.rows()
+    rows = rows[rows["attribute"] == attribute]
+    assert set(rows["metric"]) == set(baseline)
+    for metric, value in baseline.items():
+        base_row, other_row = (rows[(rows["metric"] == metric) & (rows["model"] == label)]
+                               .iloc[0] for label in LABELS)
+        assert base_row["value"] == pytest.approx(value, abs=1e-12), metric
+        assert other_row["value"] == pytest.approx(other[metric], abs=1e-12), metric
+        assert pd.isna(base_row["delta"])
+        delta = other[metric] - value
+        assert other_row["delta"] == pytest.approx(delta, abs=1e-12), metric
+        better = delta < 0 if metric in ("DPD", "DEOdds") else delta > 0
+        assert other_row["improved"] == (better if abs(delta) >= NO_CHANGE else None), metric
+
+
+def test_side_by_side_is_the_paper_table(comparison, results) -> None:
+    table = comparison.side_by_side()
+    assert list(table.columns) == ["attribute", "metric", "n", *LABELS, delta_column(LABELS[1])]
+    race = table[table["attribute"] == "race"].set_index("metric")
+    assert list(race.index) == ["DPD", "DEOdds", "AUC", "ES-AUC", "AUC Asian", "AUC Black",
+                                "AUC White"]
+    predictions = results[0].predictions
+    assert race.loc["AUC Black", "n"] == (predictions["race"] == "Black").sum()
+    auc = results[0].attribute("race").report.auc
+    assert race.loc["AUC", LABELS[0]] == f"{auc.value:.3f} [{auc.ci_low:.3f}, {auc.ci_high:.3f}]"
+    expected = _expected(results[1].predictions, "race")["AUC White"] - _expected(
+        predictions, "race")["AUC White"]
+    assert race.loc["AUC White", delta_column(LABELS[1])] == pytest.approx(expected)
+    improvement = comparison.improvement()
+    assert list(improvement.columns) == [delta_column(LABELS[1])]
+    assert len(improvement) == len(table)
+
+
+def test_estimate_text() -> None:
+    assert estimate_text(0.8123, 0.75, 0.86) == "0.812 [0.750, 0.860]"
+    assert estimate_text(0.8123, None, None) == "0.812"
+    assert estimate_text(None, None, None) == "undefined"
+
+
+def test_refuses_one_model_repeated_labels_and_other_data(results) -> None:
+    first, second = results
+    with pytest.raises(ConfigError, match="expected two or more"):
+        compare([ComparedModel("a", "x", first)])
+    with pytest.raises(ConfigError, match="used twice"):
+        compare([ComparedModel("a", "x", first), ComparedModel("a", "y", second)])
+    elsewhere = dataclasses.replace(second, fingerprints={**second.fingerprints, "data": "f00d"})
+    with pytest.raises(DataError, match="other data"):
+        compare([ComparedModel("a", "x", first), ComparedModel("b", "y", elsewhere)])
+    test_split = dataclasses.replace(second, config=dataclasses.replace(CONFIG, split="test"))
+    with pytest.raises(DataError, match="split 'test'"):
+        compare([ComparedModel("a", "x", first), ComparedModel("b", "y", test_split)])
+
+
+def test_download_holds_the_html_report_and_the_json(comparison, results) -> None:
+    with zipfile.ZipFile(io.BytesIO(comparison_files(comparison))) as archive:
+        assert sorted(archive.namelist()) == sorted([HTML_FILE, JSON_FILE])
+        page = archive.read(HTML_FILE).decode()
+        data = json.loads(archive.read(JSON_FILE))
+    assert [model["label"] for model in data["models"]] == list(LABELS)
+    assert [model["fingerprints"] for model in data["models"]] == [r.fingerprints
+                                                                    for r in results]
+    assert data["audit_config"] == CONFIG.to_dict()
+    assert {"fairvlm", "torch", "open_clip_torch", "numpy"} <= set(data["versions"])
+    assert len(data["table"]) == len(comparison.rows())
+    assert "&lt;b&gt;other&lt;/b&gt;" in page and "<b>other</b>" not in page
+    improved = comparison.rows()["improved"]
+    assert page.count("class='better'") == (improved == True).sum()  # noqa: E712
+    assert page.count("class='worse'") == (improved == False).sum()  # noqa: E712
+
+
+def test_comparison_figures_draw_the_audited_numbers(comparison, results) -> None:
+    reports = [result.attribute("race").report for result in results]
+    figure = plots.compared_group_auc_figure(reports, list(LABELS))
+    assert [trace.name for trace in figure.data] == list(LABELS)
+    for trace, report in zip(figure.data, reports, strict=True):
+        assert list(trace.x) == ["overall", "Asian", "Black", "White"]
+        assert list(trace.y) == [report.auc.value, *(g.auc.value for g in report.groups)]
+
+    before, after = (distribution_view(result, "race") for result in results)
+    figure = plots.before_after_figure(results[0].predictions, results[1].predictions,
+                                       before, after, labels=LABELS)
+    assert [(trace.name, trace.side) for trace in figure.data] == [
+        (LABELS[0], "negative"), (LABELS[1], "positive")]
+    n = len(results[0].predictions)
+    assert len(figure.data[0].x) == 2 * n  # every pair once for "all pairs", once in its group
+    np.testing.assert_allclose(np.sort(figure.data[1].x[:n]),
+                               np.sort(results[1].predictions["loss"]), rtol=1e-6)
+    black_before = next(g for g in before.groups if g.group == "Black")
+    black_after = next(g for g in after.groups if g.group == "Black")
+    texts = [annotation.text for annotation in figure.layout.annotations]
+    assert f"S {black_before.sinkhorn:.3g} → {black_after.sinkhorn:.3g}" in texts
