@@ -33,12 +33,10 @@ def main() -> None:
     st.caption("How the model scores glaucoma for each group: AUC with bootstrap intervals, "
                "fairness gaps, ROC curves, and how far each group's per-pair loss and "
                "similarity distributions lie from everyone's.")
-    table = loaded = None
-    with user_errors():
-        table = current.current_table()
-        loaded = current.current_model()
-    if table is None or loaded is None:
+    chosen = current.table_and_model()
+    if chosen is None:
         return
+    table, loaded = chosen
     if not table.attributes:
         st.info("These data have no protected attributes: name the attribute columns when "
                 "loading a manifest on the Data & model page.")

@@ -40,12 +40,10 @@ def main() -> None:
     st.caption("Image-text pairs whose note may not describe their image, ranked by the "
                "current checkpoint and, for a finished fine-tune run, by DBPM's loss history. "
                "Decide what happens to each: the exclusions go to the next fine-tune.")
-    table = loaded = None
-    with user_errors():
-        table = current.current_table()
-        loaded = current.current_model()
-    if table is None or loaded is None:
+    chosen = current.table_and_model()
+    if chosen is None:
         return
+    table, loaded = chosen
     run_path, settings = controls()
     frame = evidence = None
     with user_errors():

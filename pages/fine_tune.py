@@ -42,11 +42,9 @@ def main() -> None:
                "distribution pulled toward everyone's) and Dynamic Bad Pair Mining. The run "
                "is a separate process: it goes on if you leave this page or close the "
                "browser.")
-    table = loaded = None
-    with user_errors():
-        table = current.current_table()
-        loaded = current.current_model()
-    if table is not None and loaded is not None:
+    chosen = current.table_and_model()
+    if chosen is not None:
+        table = chosen[0]
         if table.attributes:
             new_run_form(table)
         else:

@@ -21,6 +21,7 @@ from fairvlm.data import PairTable
 from fairvlm.data.demo import read_demo_manifest
 from fairvlm.ui import cache, state
 from fairvlm.ui.cli_jobs import ProgressCallback, run_fairvlm
+from fairvlm.ui.feedback import user_errors
 from fairvlm.ui.state import AUTO_DEVICE, DataChoice, LoadedData, LoadedModelInfo
 from fairvlm.uploads import uploads_dir
 
@@ -98,6 +99,18 @@ def current_model() -> LoadedModel:
                                            device=loaded.device,
                                            fingerprint=loaded.fingerprint))
     return loaded
+
+
+def table_and_model() -> tuple[PairTable, LoadedModel] | None:
+    """The chosen data set and model, or None after showing why they could not be loaded.
+
+    A :class:`~fairvlm.errors.FairVLMError` from either is shown as one ``st.error`` line with
+    its hint (:func:`fairvlm.ui.feedback.user_errors`); the page then draws nothing that needs
+    them.
+    """
+    with user_errors():
+        return current_table(), current_model()
+    return None
 
 
 def load_spec(spec: str, device: str) -> LoadedModel:
