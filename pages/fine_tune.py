@@ -80,6 +80,7 @@ def new_run_form(table: PairTable) -> None:
             "distance": top[3].selectbox("Distance", DISTANCES, key="fine_tune.distance"),
             "fair_on": top[4].selectbox(
                 "Fairness term on", FAIR_ON, key="fine_tune.fair_on",
+                index=FAIR_ON.index(DEFAULTS["fair_on"]),
                 help="clean: leave DBPM-flagged pairs out of the fairness term."),
         }
         dbpm = st.columns(5)

@@ -100,7 +100,7 @@ class TrainConfig(JsonConfig):
     statistic: str = "loss"
     distance: str = "sinkhorn"
     blur: float = 0.1
-    fair_on: str = "all"
+    fair_on: str = "clean"
     dbpm: str = "reweight"
     beta_np: float = 2.0
     beta_fp: float = 3.0

@@ -134,6 +134,9 @@ def test_cancel_stops_a_running_job(home: Path) -> None:
     app = _open(home)
     run = _start(app, **{"fine_tune.epochs": 200})
     app = _poll(lambda: _run(app), "running")
+    deadline = time.monotonic() + 120
+    while run.read_status().step == 0 and time.monotonic() < deadline:  # cancel mid-training
+        time.sleep(0.2)
     app.button(key=f"fine_tune.cancel.{run.path.name}").click()
     _run(app)
     app = _poll(lambda: _run(app), "cancelled")

@@ -144,7 +144,8 @@ def test_fair_on_clean_leaves_flagged_pairs_out(stand_in_ot):
     expected = sum(_sinkhorn(kept[kept_groups == g], kept, 0.1) for g in (0, 1))
     torch.testing.assert_close(clean.value, expected)
     assert clean.counts.tolist() == [3, 4]
-    everything = fairness_term(values, groups, 2, FairnessConfig(min_per_group=2), flagged=flagged)
+    everything = fairness_term(values, groups, 2, FairnessConfig(min_per_group=2, fair_on="all"),
+                               flagged=flagged)
     assert everything.counts.tolist() == [4, 4]
     assert float(everything.value) > float(clean.value)
 
