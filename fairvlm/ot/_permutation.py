@@ -167,7 +167,11 @@ def _distance(statistic: str, sample: torch.Tensor,
     whole ``sample``, shape ``(K,)``; and the absolute difference below which two statistics
     are equal up to the solver's accuracy."""
     if statistic == "wasserstein":
-        return lambda index: 0.5 * squared_w2_rows(sample[torch.as_tensor(index)], sample), 0.0
+        def half_w2(index: np.ndarray) -> torch.Tensor:
+            return 0.5 * squared_w2_rows(sample[torch.as_tensor(index, device=sample.device)],
+                                         sample)
+
+        return half_w2, 0.0
     if statistic != "sinkhorn":
         raise ConfigError(f"statistic: expected one of {', '.join(STATISTICS)}, got {statistic!r}")
     settings = solver_settings(blur, SolverSettings.scaling, SolverSettings.tol,
@@ -177,7 +181,7 @@ def _distance(statistic: str, sample: torch.Tensor,
 
     def sinkhorn(index: np.ndarray) -> torch.Tensor:
         rows = max(1, _CHUNK_ENTRIES // (index.shape[1] * sample.numel()))
-        chunks = (sample[torch.as_tensor(index[start:start + rows])]
+        chunks = (sample[torch.as_tensor(index[start:start + rows], device=sample.device)]
                   for start in range(0, index.shape[0], rows))
         return torch.cat([debiased_sinkhorn(Clouds.from_matrix(chunk), population, settings,
                                             targets_self=population_self) for chunk in chunks])
