@@ -1,7 +1,8 @@
-"""Issue 4's experiment: fair fine-tuning methods on the synthetic demo, several seeds, a large
-uncorrupted evaluation set, and bad-pair detection scored against the generator's truth.
+"""Issue 4's experiment: fair fine-tuning methods on the demo, scored against its truth.
 
-Protocol (every number is an option; ``--help`` lists them):
+Several seeds, a large uncorrupted evaluation set, and bad-pair detection checked against the
+generator's record of which pairs it corrupted. Protocol (every number is an option;
+``--help`` lists them):
 
 1. Data. The default demo (1,000 subjects, 700/100/200, corrupted training split) with a
    separate, uncorrupted evaluation set (4,000 subjects, every race and language group equally
@@ -14,23 +15,27 @@ Protocol (every number is an option; ``--help`` lists them):
 3. Fine-tunes (:func:`fairvlm.train.loop.train`) of the base on the demo's corrupted
    training split, one per method of :data:`METHODS` and seed, attribute race, model
    selection on validation ES-AUC. Runs go seed by seed, so a partial experiment holds whole
-   seeds.
-4. Fairness of the selected checkpoint on the evaluation set (:func:`fairvlm.audit.run_audit`,
+   seeds; a run folder's name carries a hash of its config, so runs are reused across
+   invocations and an interrupted one is resumed.
+4. Fairness of the selected checkpoint on the evaluation set (:func:`fairness_row`:
    zero-shot with the demo prompts, fixed threshold 0.5): AUC, ES-AUC, group AUCs and DEOdds
    for race, gender, ethnicity and language, with bootstrap intervals.
 5. Detection on the training split against ``demo_truth.csv``, with the run's last checkpoint
-   and DBPM memory: precision and recall of DBPM's faulty and noisy flags (verdict after the
-   last epoch), per-group false-flag rates, and precision@k and AUROC of rankings
-   (:data:`RANKINGS`) for the truly swapped pairs, k = their number.
+   and DBPM memory (:func:`detection_row`): precision and recall of DBPM's faulty and noisy
+   flags (verdict after the last epoch), per-group false-flag rates, and precision@k and
+   AUROC of rankings (:data:`RANKINGS`) for the truly swapped pairs, k = their number.
 
-Outputs (``--out``): ``experiment.csv`` (one row per run), ``experiment.json`` (settings and
-rows) and ``experiment.md`` (tables), rewritten after every run so partial results survive;
-a rerun with the same settings skips the runs already there.
+Outputs (``--out``, ``--name``): ``<name>.csv`` (one row per run), ``<name>.json`` (settings
+and rows) and ``<name>.md`` (tables), rewritten after every run so partial results survive;
+another invocation with the same settings adds its runs and skips those already there.
 
-Usage::
+Usage (what produced bench/results/experiment*.md)::
 
-    python bench/experiment.py --work /tmp/fairvlm-experiment --out bench/results
-    python bench/experiment.py --methods plain fairvlm --seeds 0 --epochs 2   # a quick trial
+    python bench/experiment.py --work /tmp/fvx --threads 1 --scope projections --lr 1e-3 \\
+        --seeds 0 1 2 3 4
+    python bench/experiment.py --work /tmp/fvx --threads 1 --name experiment-full \\
+        --methods plain fairvlm fairvlm-lam1 fairvlm-lam1-clean
+    python bench/experiment.py --name experiment --render     # redraw the tables only
 """
 
 from __future__ import annotations
@@ -50,9 +55,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn.functional import normalize
 
-from fairvlm.audit import run_audit
-from fairvlm.config import AuditConfig
 from fairvlm.data import load_dataset
 from fairvlm.data.demo import (
     EVAL_FOLDER,
@@ -62,18 +66,23 @@ from fairvlm.data.demo import (
     is_complete_demo,
 )
 from fairvlm.data.table import PairTable
-from fairvlm.metrics import Estimate, roc_auc
+from fairvlm.metrics import DEFAULT_MIN_N, Estimate, roc_auc
 from fairvlm.mining import LossMemory
 from fairvlm.models import DEMO_PROMPTS, DemoTraining, ensure_demo_model, load_model
 from fairvlm.models.loading import LoadedModel
 from fairvlm.pair_issues import find_pair_issues, score_pairs
 from fairvlm.runs import RunDir
+from fairvlm.scoring import compute_embeddings
 from fairvlm.train.config import TrainConfig
+from fairvlm.train.encoders import HeadEncoder
+from fairvlm.train.evaluation import zero_shot_report
 from fairvlm.train.loop import train
+from fairvlm.train.scope import ProjectionHeads
 
 DATA_FOLDER, PRETRAIN_FOLDER = "data/demo", "data/pretrain"
 HOME_FOLDER, RUNS_FOLDER = "home", "runs"
-RESULT_STEM = "experiment"
+DEFAULT_NAME = "experiment"  # stem of the result files
+NOTES_SUFFIX = ".notes.md"  # hand-written findings included at the top of <name>.md
 EVAL_ATTRIBUTES: tuple[str, ...] = ("race", "gender", "ethnicity", "language")
 CLEAN, SWAP, DUPLICATE = "none", "faulty_swap", "noisy_duplicate"  # demo_truth.csv corruption
 CDR_PATTERN = re.compile(
@@ -221,7 +230,7 @@ def fine_tune(work: Workspace, settings: Settings, method: Method, seed: int) ->
     return run.path
 
 
-def run_row(run: RunDir, eval_table: PairTable, train_table: PairTable, truth: pd.DataFrame,
+def run_row(run: RunDir, images: EvalImages, train_table: PairTable, truth: pd.DataFrame,
             *, n_bootstrap: int) -> dict[str, Any]:
     """One finished run's numbers: the selected epoch, the summed step time and forward passes
     (``metrics.jsonl``), :func:`fairness_row` of the selected checkpoint and
@@ -232,26 +241,52 @@ def run_row(run: RunDir, eval_table: PairTable, train_table: PairTable, truth: p
            "step_seconds": round(sum(record["seconds"] for record in steps), 1),
            "forward_passes": float(np.mean([record["forward_passes"] for record in steps]))}
     selected = load_model(str(run.path / evaluation["checkpoint"]), device="cpu")
-    row.update(fairness_row(selected, eval_table, n_bootstrap=n_bootstrap))
+    row.update(fairness_row(selected, images, n_bootstrap=n_bootstrap))
     last = load_model(str(run.latest_checkpoint()), device="cpu")
     row.update(detection_row(last, train_table, truth, memory=LossMemory.load(run.memory_path)))
     return row
 
 
-def fairness_row(loaded: LoadedModel, eval_table: PairTable, *,
-                 n_bootstrap: int) -> dict[str, Any]:
+class EvalImages:
+    """Unit image embeddings of the evaluation set for every checkpoint of the experiment.
+
+    With scope ``projections`` every fine-tune shares the base model's frozen towers, so their
+    outputs on the evaluation set are computed once (:class:`~fairvlm.train.encoders.
+    HeadEncoder`) and each checkpoint only applies its own image projection
+    (:class:`~fairvlm.train.scope.ProjectionHeads`); otherwise the whole model runs
+    (:func:`~fairvlm.scoring.compute_embeddings`).
+    """
+
+    def __init__(self, base: LoadedModel, table: PairTable, *, scope: str) -> None:
+        self.table = table
+        self.features = (HeadEncoder(base, table, autocast=False).image_features
+                         if scope == "projections" else None)
+
+    def embed(self, loaded: LoadedModel) -> np.ndarray:
+        """``u_i`` of every evaluation pair under ``loaded``'s weights, ``[n, D]``."""
+        if self.features is None:
+            return compute_embeddings(loaded, self.table, cache=False).image
+        with torch.inference_mode():
+            image = ProjectionHeads(loaded.model).image_embedding(self.features)
+        return normalize(image.float(), dim=-1).cpu().numpy()
+
+
+def fairness_row(loaded: LoadedModel, images: EvalImages, *, n_bootstrap: int) -> dict[str, Any]:
     """Zero-shot fairness of a model on the evaluation set, flattened to one row.
 
+    ``p(glaucoma)`` from the demo prompts (logit-scaled), the fixed 0.5 threshold, groups
+    below :data:`~fairvlm.metrics.DEFAULT_MIN_N` hidden: the report of
+    :func:`fairvlm.train.evaluation.zero_shot_report`, which fine-tunes use on validation.
     Columns ``auc`` (with ``_lo``/``_hi`` bootstrap bounds), then per attribute a:
     ``a_es_auc``, ``a_deodds`` (with bounds), ``a_worst_group_auc``, ``a_auc_gap`` and
     ``a_auc_<group>`` per group (undefined values are NaN).
     """
-    config = AuditConfig(attributes=EVAL_ATTRIBUTES, prompts=DEMO_PROMPTS, threshold="fixed",
-                         n_bootstrap=n_bootstrap, n_permutations=0)
-    audit = run_audit(eval_table, loaded, config)
+    embeddings = images.embed(loaded)
     row: dict[str, Any] = {}
     for name in EVAL_ATTRIBUTES:
-        report = audit.attribute(name).report
+        report = zero_shot_report(loaded, embeddings, images.table,
+                                  images.table.attribute(name), DEMO_PROMPTS,
+                                  min_n=DEFAULT_MIN_N, n_bootstrap=n_bootstrap)
         if "auc" not in row:
             row.update(_estimate_columns("auc", report.auc))
         row.update(_estimate_columns(f"{name}_es_auc", report.es_auc))
@@ -381,29 +416,33 @@ def detection_row(loaded: LoadedModel, train_table: PairTable, truth: pd.DataFra
 
 @dataclass
 class Results:
-    """The rows so far, and where they are written (CSV, JSON, markdown)."""
+    """The rows so far, and where they are written: ``<out>/<name>.csv``, ``.json``, ``.md``."""
 
     out: Path
+    name: str
     settings: Settings
     rows: list[dict[str, Any]] = field(default_factory=list)
 
-    @classmethod
-    def resume(cls, out: Path, settings: Settings) -> Results:
-        """Rows of an earlier experiment with the same settings in ``out`` (else none)."""
-        path = out / f"{RESULT_STEM}.json"
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            if saved.get("settings") == _jsonable(asdict(settings)):
-                return cls(out, settings, saved["runs"])
-        return cls(out, settings)
+    def path(self, suffix: str) -> Path:
+        return self.out / f"{self.name}{suffix}"
 
     @classmethod
-    def load(cls, out: Path) -> Results:
-        """The results saved in ``out`` (to render the tables again with ``--render``)."""
-        saved = json.loads((out / f"{RESULT_STEM}.json").read_text())
+    def resume(cls, out: Path, name: str, settings: Settings) -> Results:
+        """Rows of an earlier experiment with the same settings (else none)."""
+        results = cls(out, name, settings)
+        if results.path(".json").is_file():
+            saved = json.loads(results.path(".json").read_text())
+            if saved.get("settings") == _jsonable(asdict(settings)):
+                results.rows = saved["runs"]
+        return results
+
+    @classmethod
+    def load(cls, out: Path, name: str) -> Results:
+        """The results saved as ``<out>/<name>.json`` (to render the tables again)."""
+        saved = json.loads((out / f"{name}.json").read_text())
         values = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in saved["settings"].items()}
-        return cls(out, Settings(**values), saved["runs"])
+        return cls(out, name, Settings(**values), saved["runs"])
 
     def done(self, method: str, seed: int | None) -> bool:
         return any(r["method"] == method and r["seed"] == seed for r in self.rows)
@@ -415,17 +454,20 @@ class Results:
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame(self.rows)
-        frame.to_csv(self.out / f"{RESULT_STEM}.csv", index=False, float_format="%.6g")
+        frame.to_csv(self.path(".csv"), index=False, float_format="%.6g")
         payload = {"settings": _jsonable(asdict(self.settings)),
                    "methods": {m.name: {"description": m.description, **m.settings}
                                for m in METHODS},
                    "rankings": RANKINGS, "runs": self.rows}
         text = json.dumps(_without_nan(payload), indent=1, allow_nan=False)
-        (self.out / f"{RESULT_STEM}.json").write_text(text + "\n")
-        (self.out / f"{RESULT_STEM}.md").write_text(markdown_report(frame, self.settings))
+        self.path(".json").write_text(text + "\n")
+        notes = self.path(NOTES_SUFFIX)
+        findings = notes.read_text() if notes.is_file() else ""
+        self.path(".md").write_text(markdown_report(frame, self.settings, findings=findings))
 
 
 def run_experiment(work: Workspace, out: Path, settings: Settings, *,
+                   name: str = DEFAULT_NAME,
                    methods: Sequence[str] = tuple(m.name for m in METHODS),
                    seeds: Sequence[int] = DEFAULT_SEEDS,
                    log: Callable[[str], None] = print) -> Results:
@@ -435,17 +477,16 @@ def run_experiment(work: Workspace, out: Path, settings: Settings, *,
     started = time.perf_counter()
     prepare_data(work, settings)
     log(f"data ready ({time.perf_counter() - started:.0f} s)")
-    base = prepare_base_model(work, settings)
-    log(f"base model ready ({time.perf_counter() - started:.0f} s)")
-    eval_table = load_dataset(work.eval_data)
+    base = load_model(str(prepare_base_model(work, settings)), device="cpu")
+    images = EvalImages(base, load_dataset(work.eval_data), scope=settings.scope)
+    log(f"base model and evaluation set ready ({time.perf_counter() - started:.0f} s)")
     train_table = load_dataset(work.data).subset("train")
     truth = read_truth(work.data)
-    results = Results.resume(out, settings)
+    results = Results.resume(out, name, settings)
     if not results.done(BASE, None):
         row = {"method": BASE, "seed": None, "selected_epoch": None}
-        loaded = load_model(str(base), device="cpu")
-        row.update(fairness_row(loaded, eval_table, n_bootstrap=settings.n_bootstrap))
-        row.update(detection_row(loaded, train_table, truth))
+        row.update(fairness_row(base, images, n_bootstrap=settings.n_bootstrap))
+        row.update(detection_row(base, train_table, truth))
         results.add(row)
         log(f"base: AUC {row['auc']:.3f}, race ES-AUC {row['race_es_auc']:.3f}")
     method_named = {m.name: m for m in METHODS}
@@ -455,7 +496,7 @@ def run_experiment(work: Workspace, out: Path, settings: Settings, *,
                 continue
             started_run = time.perf_counter()
             run = RunDir(fine_tune(work, settings, method_named[name], seed))
-            row = {"method": name, "seed": seed, **run_row(run, eval_table, train_table, truth,
+            row = {"method": name, "seed": seed, **run_row(run, images, train_table, truth,
                                                            n_bootstrap=settings.n_bootstrap)}
             row["total_seconds"] = round(time.perf_counter() - started_run, 1)
             results.add(row)
@@ -468,8 +509,9 @@ def run_experiment(work: Workspace, out: Path, settings: Settings, *,
 
 # --- tables ----------------------------------------------------------------------------------
 
-def markdown_report(frame: pd.DataFrame, settings: Settings) -> str:
-    """The experiment's tables in markdown (mean ± std over seeds)."""
+def markdown_report(frame: pd.DataFrame, settings: Settings, *, findings: str = "") -> str:
+    """The experiment's tables in markdown (mean ± std over seeds), after ``findings`` (the
+    hand-written reading of the numbers, kept in ``<name>.notes.md``)."""
     lines = [
         "# Experiment: fair fine-tuning on the synthetic demo (generated by bench/experiment.py)",
         "",
@@ -483,6 +525,8 @@ def markdown_report(frame: pd.DataFrame, settings: Settings) -> str:
         "pretrained model before any fine-tune.",
         "",
     ]
+    if findings:
+        lines += [findings.strip(), ""]
     if frame.empty:
         return "\n".join(lines) + "\n"
     for attribute in EVAL_ATTRIBUTES:
@@ -583,7 +627,7 @@ def _cost_table(frame: pd.DataFrame) -> str:
     for method in _method_order(frame):
         part = frame[frame["method"] == method]
         if method != BASE and "step_seconds" in part:
-            rows.append([method, _cell(part["forward_passes"], 1), _cell(part["step_seconds"], 0)])
+            rows.append([method, _cell(part["forward_passes"], 1), _cell(part["step_seconds"], 1)])
     return _table(["method", "forward passes per step", "seconds in training steps"], rows)
 
 
@@ -640,12 +684,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="folder for data, base model, embedding cache and runs")
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder receiving experiment.csv/.json/.md")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--name", default=DEFAULT_NAME,
+                        help="stem of the result files in --out (<name>.csv, .json, .md; "
+                             "<name>.notes.md, if present, is included in <name>.md)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads (1 is much faster when other processes load "
+                             "the cores)")
     parser.add_argument("--methods", nargs="+", choices=[m.name for m in METHODS],
                         default=[m.name for m in METHODS])
     parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
     parser.add_argument("--render", action="store_true",
-                        help="only rewrite the CSV and markdown from --out's experiment.json")
+                        help="only rewrite the CSV and markdown from <out>/<name>.json")
     for item in fields(Settings):
         parser.add_argument("--" + item.name.replace("_", "-"), dest=item.name,
                             type=type(getattr(defaults, item.name)),
@@ -657,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     out = args.out.resolve()
     if args.render:
-        Results.load(out).write()
+        Results.load(out, args.name).write()
         return
     torch.set_num_threads(args.threads)
     settings = Settings(**{item.name: getattr(args, item.name) for item in fields(Settings)})
@@ -665,8 +714,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     def log(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
-    run_experiment(Workspace(args.work.resolve()), out, settings, methods=args.methods,
-                   seeds=args.seeds, log=log)
+    run_experiment(Workspace(args.work.resolve()), out, settings, name=args.name,
+                   methods=args.methods, seeds=args.seeds, log=log)
 
 
 if __name__ == "__main__":
