@@ -7,7 +7,6 @@ the embeddings) by counting calls.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGE = "pages/audit.py"
 TIMEOUT_S = 120
 FAST = {"audit.n_bootstrap": 50, "audit.n_permutations": 10, "audit.min_n": 4}
-
-
-@pytest.fixture(scope="module")
-def app_home(tmp_path_factory: pytest.TempPathFactory, small_demo_dir: Path,
-             tiny_checkpoint: Path) -> Path:
-    """A FAIRVLM_HOME (the only data root) holding the small demo and the tiny checkpoint."""
-    home = tmp_path_factory.mktemp("audit-home")
-    shutil.copytree(small_demo_dir, home / "demo" / "data")
-    shutil.copy(tiny_checkpoint, home / "tiny.safetensors")
-    return home
 
 
 @pytest.fixture()

@@ -33,16 +33,6 @@ TIMEOUT_S = 120
 EPOCHS = 3
 
 
-@pytest.fixture(scope="module")
-def app_home(tmp_path_factory: pytest.TempPathFactory, small_demo_dir: Path,
-             tiny_checkpoint: Path) -> Path:
-    """A FAIRVLM_HOME (the only data root) holding the small demo and the tiny checkpoint."""
-    home = tmp_path_factory.mktemp("bad-pairs-home")
-    shutil.copytree(small_demo_dir, home / "demo" / "data")
-    shutil.copy(tiny_checkpoint, home / "tiny.safetensors")
-    return home
-
-
 @pytest.fixture()
 def home(app_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FAIRVLM_HOME", str(app_home))
