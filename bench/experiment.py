@@ -34,6 +34,8 @@ Usage (what produced bench/results/experiment*.md)::
     python bench/experiment.py --work /tmp/fvx --threads 1 --scope projections --lr 1e-3 \\
         --seeds 0 1 2 3 4
     python bench/experiment.py --work /tmp/fvx --threads 1 --name experiment-full \\
+        --methods reference --seeds 0
+    python bench/experiment.py --work /tmp/fvx --threads 1 --name experiment-full \\
         --methods plain fairvlm fairvlm-lam1 fairvlm-lam1-clean
     python bench/experiment.py --name experiment --render     # redraw the tables only
 """
