@@ -29,31 +29,19 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _demo_assets import prepare as demo_assets
+
 ATTRIBUTES = ("race", "gender", "ethnicity", "language")
 SPLIT_FRACTIONS = (0.1, 0.1, 0.8)
 STAGES = ("compute_embeddings", "zero_shot_probabilities", "choose_threshold", "pair_scores",
-          "audit_attribute", "_distribution_view")
+          "audit_attribute", "_group_distances")
 
 
 def prepare(cache: Path, pairs: int, image_size: int) -> tuple[Path, Path]:
-    """The demo folder and model checkpoint in ``cache``, generated when missing."""
-    import torch
-
-    from fairvlm.data.demo import DemoConfig, generate_demo, is_complete_demo
-    from fairvlm.models import save_checkpoint
-    from fairvlm.models.architectures import DEMO_ARCH, build_model
-
-    data = cache / f"demo-{pairs}-{image_size}px"
-    config = DemoConfig(n_subjects=round(pairs / SPLIT_FRACTIONS[2]), image_size=image_size,
-                        split_fractions=SPLIT_FRACTIONS, seed=0)
-    if not is_complete_demo(data, config):
-        print(f"generating {config.n_subjects} demo subjects into {data} (once) ...")
-        generate_demo(data, config)
-    model = cache / "demo-rn-random.safetensors"
-    if not model.exists():
-        torch.manual_seed(0)
-        save_checkpoint(build_model(DEMO_ARCH), model, arch=DEMO_ARCH)
-    return data, model
+    """The demo folder (``pairs`` in its test split) and model checkpoint in ``cache``."""
+    return demo_assets(cache, round(pairs / SPLIT_FRACTIONS[2]), image_size, SPLIT_FRACTIONS,
+                       size_label=pairs)
 
 
 def instrument(module, names: tuple[str, ...]) -> dict[str, float]:
@@ -137,7 +125,6 @@ def main() -> None:
     print("stages of the same-table re-audit (mean s per run): "
           + ", ".join(f"{name} {seconds:.2f}" for name, seconds in per_run.items()))
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from bench_metrics import time_fairlearn
 
     frame = result.predictions

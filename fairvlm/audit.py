@@ -16,12 +16,20 @@
 
 The result (:class:`AuditResult`) is plain data plus a predictions frame; it records the data,
 model and config fingerprints and the library versions that produced it.
+
+Each slow stage goes through a ``memo`` (:data:`Memo`) under a key of the data and model
+fingerprints and only the settings that stage reads: the probabilities (scorer, prompts), the
+per-pair scores (split), each attribute's metric report (threshold, min-n, bootstrap) and its
+distribution distances (split, blur, permutations; not min-n or the threshold). The app passes
+a shared :class:`fairvlm.memo.Memo`, so changing one setting recomputes only the stages that
+read it; the default computes everything.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -55,6 +63,8 @@ from fairvlm.scoring import (
 STATISTICS: tuple[str, ...] = ("loss", "similarity")
 NULL_STATISTIC = "wasserstein"  # exact and O(N log N) per shuffle; Sinkhorn costs O(n_g N)
 THRESHOLD_SPLIT = "val"
+Memo = Callable[[tuple[Any, ...], Callable[[], Any]], Any]
+"""``memo(key, compute)``: a stored value for ``key``, else ``compute()`` (maybe stored)."""
 VERSIONED_PACKAGES: tuple[str, ...] = (
     "numpy", "pandas", "scipy", "scikit-learn", "torch", "open_clip_torch", "POT", "geomloss",
     "fairlearn", "plotly",
@@ -210,9 +220,17 @@ class AuditResult:
         return json.dumps(self.to_dict(), indent=indent)
 
 
+def compute_now(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """The :data:`Memo` that stores nothing: ``compute()``."""
+    return compute()
+
+
 def run_audit(table: PairTable, loaded_model: LoadedModel, config: AuditConfig | None = None, *,
-              progress: bool = False) -> AuditResult:
+              progress: bool = False, memo: Memo = compute_now) -> AuditResult:
     """Audit ``loaded_model`` on ``table`` (see the module docstring for the steps).
+
+    ``memo`` stores the stages' results between calls (see the module docstring); its keys
+    hold the data and model fingerprints, so one memo can serve several data sets and models.
 
     Raises
     ------
@@ -232,20 +250,20 @@ def run_audit(table: PairTable, loaded_model: LoadedModel, config: AuditConfig |
     prompts = None
     if config.scorer == "zero-shot":
         prompts = check_prompts(config.prompts or loaded_model.default_prompts)
-    embeddings = compute_embeddings(loaded_model, table, progress=progress)
-    if config.scorer == "zero-shot":
-        probabilities = zero_shot_probabilities(loaded_model, embeddings.image, prompts,
-                                                use_logit_scale=config.use_logit_scale)
-    else:
-        probabilities = linear_probe(embeddings, table, seed=config.seed)
+    base = (table.fingerprint(), loaded_model.fingerprint)
+    scorer_key = (*base, config.scorer, config.use_logit_scale, config.seed,
+                  tuple(sorted((label, tuple(texts)) for label, texts in (prompts or {}).items())))
+    probabilities = memo(("probabilities", *scorer_key), lambda: _probabilities(
+        table, loaded_model, config, prompts, progress))
     threshold = _threshold(table, probabilities, config)
-    scores = pair_scores(embeddings, table, split=config.split)
+    scores = memo(("pair_scores", *base, config.split), lambda: pair_scores(
+        compute_embeddings(loaded_model, table, progress=progress), table, split=config.split))
     labels, split_probabilities = table.labels[split_rows], probabilities[split_rows]
     predictions = _predictions(table, split_rows, split_probabilities, threshold, scores,
                                groupings)
     attributes = tuple(
         _audit_attribute(name, attribute, codes[split_rows], labels, split_probabilities,
-                         scores, threshold, config)
+                         scores, threshold, config, memo, base, scorer_key)
         for name, (attribute, codes) in groupings.items())
     overall = _overall(labels, split_probabilities, threshold)
     if len(split_rows) > config.sinkhorn_max_pairs:
@@ -269,12 +287,21 @@ def run_audit(table: PairTable, loaded_model: LoadedModel, config: AuditConfig |
         threshold=threshold,
         attributes=attributes,
         predictions=predictions,
-        fingerprints={"data": table.fingerprint(), "model": loaded_model.fingerprint,
-                      "config": effective.fingerprint()},
+        fingerprints={"data": base[0], "model": base[1], "config": effective.fingerprint()},
         versions=library_versions(),
         warnings=tuple(warnings),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def _probabilities(table: PairTable, loaded_model: LoadedModel, config: AuditConfig,
+                   prompts: dict[int, list[str]] | None, progress: bool) -> np.ndarray:
+    """``p(glaucoma)`` of every pair of the table: zero-shot from ``prompts``, or the probe."""
+    embeddings = compute_embeddings(loaded_model, table, progress=progress)
+    if config.scorer == "zero-shot":
+        return zero_shot_probabilities(loaded_model, embeddings.image, prompts,
+                                       use_logit_scale=config.use_logit_scale)
+    return linear_probe(embeddings, table, seed=config.seed)
 
 
 def library_versions() -> dict[str, str]:
@@ -380,29 +407,56 @@ def _predictions(table: PairTable, split_rows: np.ndarray, probabilities: np.nda
 
 def _audit_attribute(name: str, attribute: Attribute, codes: np.ndarray, labels: np.ndarray,
                      probabilities: np.ndarray, scores: pd.DataFrame, threshold: Threshold,
-                     config: AuditConfig) -> AttributeAudit:
-    report = audit_attribute(
-        labels, probabilities, codes, group_names=attribute.groups, attribute=name,
-        unknown_code=attribute.unknown_code, unknown=config.unknown,
-        threshold=threshold.value, threshold_method=threshold.method, min_n=config.min_n,
-        n_bootstrap=config.n_bootstrap, seed=config.seed)
+                     config: AuditConfig, memo: Memo, base: tuple[str, str],
+                     scorer_key: tuple[Any, ...]) -> AttributeAudit:
+    """The metric report and the distribution views of one attribute, each through ``memo``.
+
+    ``base`` holds the data and model fingerprints; ``scorer_key`` identifies the
+    probabilities (the report reads them; the distances read only the per-pair scores).
+    """
+    report = memo(
+        ("report", name, config.split, config.unknown, threshold.value, threshold.method,
+         config.min_n, config.n_bootstrap, *scorer_key),
+        lambda: audit_attribute(
+            labels, probabilities, codes, group_names=attribute.groups, attribute=name,
+            unknown_code=attribute.unknown_code, unknown=config.unknown,
+            threshold=threshold.value, threshold_method=threshold.method, min_n=config.min_n,
+            n_bootstrap=config.n_bootstrap, seed=config.seed))
     group_of_code = {group.code: position for position, group in enumerate(report.groups)}
     row_group = np.array([group_of_code.get(int(code), -1) for code in codes], dtype=np.int64)
-    views = tuple(
-        _distribution_view(name, statistic, scores[statistic].to_numpy(dtype=np.float64),
-                           row_group, report, config)
-        for statistic in STATISTICS)
-    return AttributeAudit(name, report, summarize_report(report), views)
+    views = []
+    for statistic in STATISTICS:
+        values = scores[statistic].to_numpy(dtype=np.float64)
+        distances = memo(
+            ("distances", name, config.split, config.unknown, statistic, config.blur,
+             config.sinkhorn_max_pairs, config.n_permutations, config.seed, *base),
+            lambda values=values: _group_distances(values, row_group, len(report.groups),
+                                                   config))
+        views.append(_distribution_view(name, statistic, distances, report, config))
+    return AttributeAudit(name, report, summarize_report(report), tuple(views))
 
 
-def _distribution_view(attribute: str, statistic: str, values: np.ndarray,
-                       row_group: np.ndarray, report: AttributeReport,
-                       config: AuditConfig) -> DistributionView:
+@dataclass(frozen=True)
+class _GroupDistances:
+    """Per group (position in the report): size, mean, median, Sinkhorn, W2^2/2, p-value;
+    NaN where undefined. ``blur`` is absolute; ``population_n`` counts the audited rows."""
+
+    blur: float
+    population_n: int
+    n: np.ndarray
+    mean: np.ndarray
+    median: np.ndarray
+    sinkhorn: np.ndarray
+    w2: np.ndarray
+    p_value: np.ndarray
+
+
+def _group_distances(values: np.ndarray, row_group: np.ndarray, n_groups: int,
+                     config: AuditConfig) -> _GroupDistances:
     """Sinkhorn divergence, ``W2^2/2`` and permutation p-value of every group's ``values``
     against all audited values (rows excluded as unknown are left out of both)."""
     kept = row_group >= 0
     values, row_group = values[kept], row_group[kept]
-    n_groups = len(report.groups)
     spread = float(values.std())
     blur = config.blur * spread if spread > 0 else config.blur
     sinkhorn = np.full(n_groups, np.nan)
@@ -415,19 +469,27 @@ def _distribution_view(attribute: str, statistic: str, values: np.ndarray,
         p_values = ot.group_permutation_null(
             values, row_group, n_groups, statistic=NULL_STATISTIC,
             n_permutations=config.n_permutations, seed=config.seed, min_count=1).p_values
-    sinkhorn, w2 = np.asarray(sinkhorn, dtype=np.float64), np.asarray(w2, dtype=np.float64)
-    groups = []
-    for g, group in enumerate(report.groups):
-        members = values[row_group == g]
-        present = members.size > 0
-        groups.append(GroupDistance(
-            group=group.name, n=int(members.size), shown=group.shown,
-            mean=_number(members.mean()) if present else None,
-            median=_number(np.median(members)) if present else None,
-            sinkhorn=_number(sinkhorn[g]), w2=_number(w2[g]),
-            p_value=_number(p_values[g]) if present else None))
-    return DistributionView(attribute, statistic, blur, config.n_permutations,
-                            int(values.size), tuple(groups))
+    members = [values[row_group == g] for g in range(n_groups)]
+    n = np.array([m.size for m in members], dtype=np.int64)
+    return _GroupDistances(
+        blur=blur, population_n=int(values.size), n=n,
+        mean=np.array([m.mean() if m.size else np.nan for m in members]),
+        median=np.array([np.median(m) if m.size else np.nan for m in members]),
+        sinkhorn=np.asarray(sinkhorn, dtype=np.float64), w2=np.asarray(w2, dtype=np.float64),
+        p_value=np.where(n > 0, np.asarray(p_values, dtype=np.float64), np.nan))
+
+
+def _distribution_view(attribute: str, statistic: str, distances: _GroupDistances,
+                       report: AttributeReport, config: AuditConfig) -> DistributionView:
+    """The distances as a view, each group marked shown or hidden as in ``report``."""
+    groups = tuple(
+        GroupDistance(group=group.name, n=int(distances.n[g]), shown=group.shown,
+                      mean=_number(distances.mean[g]), median=_number(distances.median[g]),
+                      sinkhorn=_number(distances.sinkhorn[g]), w2=_number(distances.w2[g]),
+                      p_value=_number(distances.p_value[g]))
+        for g, group in enumerate(report.groups))
+    return DistributionView(attribute, statistic, distances.blur, config.n_permutations,
+                            distances.population_n, groups)
 
 
 def _overall(labels: np.ndarray, probabilities: np.ndarray, threshold: Threshold

@@ -18,6 +18,7 @@ from fairvlm.audit import run_audit
 from fairvlm.config import AuditConfig
 from fairvlm.data import PairTable, load_dataset
 from fairvlm.errors import ConfigError, DataError
+from fairvlm.memo import Memo
 from fairvlm.models import load_model
 
 ATTRIBUTES = ("race", "gender", "ethnicity", "race&gender")
@@ -228,3 +229,30 @@ def test_sinkhorn_is_skipped_with_a_warning_above_the_size_limit(table, loaded) 
                for g in groups)
     assert any(w.startswith("Sinkhorn divergences not computed: 48 pairs is above "
                             "sinkhorn_max_pairs = 10") for w in audited.warnings)
+
+
+def test_a_shared_memo_recomputes_only_the_stages_a_setting_reads(table, loaded) -> None:
+    """With a memo, each changed setting recomputes only its stages, and every result equals
+    a fresh audit without a memo (the memo only saves time)."""
+    memo = Memo()
+    computed: list[str] = []
+
+    def recording(key, compute):
+        return memo(key, lambda: computed.append(key[0]) or compute())
+
+    base = replace(CONFIG, attributes=("race",), n_bootstrap=50, n_permutations=20)
+    changes = [
+        ({}, ["probabilities", "pair_scores", "report", "distances", "distances"]),
+        ({"min_n": 40}, ["report"]),
+        ({"threshold": "fixed"}, ["report"]),
+        ({"n_permutations": 30}, ["distances", "distances"]),
+        ({"prompts": {1: ["glaucoma"], 0: ["healthy eye"]}}, ["probabilities", "report"]),
+        ({}, []),
+    ]
+    for change, expected in changes:
+        computed.clear()
+        config = replace(base, **change)
+        memoized = run_audit(table, loaded, config, memo=recording)
+        assert computed == expected, change
+        fresh = run_audit(table, loaded, config)
+        assert memoized.to_dict() | {"created": None} == fresh.to_dict() | {"created": None}

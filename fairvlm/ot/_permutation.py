@@ -132,33 +132,42 @@ def _wasserstein_nulls(sample: torch.Tensor, members: list[np.ndarray], n_permut
                        rng: np.random.Generator) -> list[np.ndarray]:
     """Each member set's ``W2^2 / 2`` to ``sample`` on ``n_permutations`` shuffles of the set
     labels over the sorted population (label ``k`` = set ``k``, ``-1`` = in no set)."""
-    sorted_values, order = torch.sort(sample)
+    values = sample.cpu().numpy().astype(np.float64)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
     labels = np.full(sample.numel(), -1, dtype=np.int32)
     for k, positions in enumerate(members):
         labels[positions] = k
-    shuffled = rng.permuted(np.tile(labels[order.cpu().numpy()], (n_permutations, 1)), axis=1)
-    return [0.5 * _sorted_group_squared_w2(sorted_values, shuffled, k).cpu().numpy()
-            for k in range(len(members))]
+    shuffled = rng.permuted(np.tile(labels[order], (n_permutations, 1)), axis=1)
+    return [0.5 * _sorted_group_squared_w2(sorted_values, shuffled, k) for k in range(len(members))]
 
 
-def _sorted_group_squared_w2(sorted_values: torch.Tensor, labels: np.ndarray,
-                             group: int) -> torch.Tensor:
-    """``W2^2(D_b, D)`` for every row ``b`` of ``labels`` (``B, N``), where ``D`` is the
+def _sorted_group_squared_w2(sorted_values: np.ndarray, labels: np.ndarray,
+                             group: int) -> np.ndarray:
+    r"""``W2^2(D_b, D)`` for every row ``b`` of ``labels`` (``B, N``), where ``D`` is the
     ascending ``sorted_values`` and ``D_b`` its values labelled ``group`` in row ``b``.
 
-    Selecting with a boolean mask keeps each row's order, so every ``D_b`` is already sorted
-    and ``W2^2 = sum_k w_k (x_(i_k) - y_(j_k))^2`` over the quantile coupling
-    (:func:`monotone_coupling`) needs no sort. Every row must hold the same number of labels
-    ``group``.
+    The positions of a row's labels come out of ``np.nonzero`` in ascending order, so every
+    ``D_b`` (size ``n``) is already sorted. Expanding the square of the quantile coupling
+    (:func:`monotone_coupling`, pieces ``k`` with masses ``w_k`` summing to ``1/n`` over each
+    source point ``i``):
+
+    .. math::
+        W_2^2 = \frac{1}{n}\sum_i x_{(i)}^2 + \frac{1}{N}\sum_j y_{(j)}^2
+                - 2 \sum_i x_{(i)} q_i, \qquad q_i = \sum_{k: i_k = i} w_k\, y_{(j_k)},
+
+    where ``q`` (the population's quantile function integrated over ``[(i-1)/n, i/n]``) is the
+    same for every shuffle: one gather and one matrix-vector product per group. Every row must
+    hold the same number of labels ``group``.
     """
-    mask = torch.from_numpy(labels == group).to(sorted_values.device)
-    rows = sorted_values.expand(labels.shape[0], -1)[mask].reshape(labels.shape[0], -1)
+    columns = np.nonzero(labels == group)[1].reshape(labels.shape[0], -1)
+    rows = sorted_values[columns]
     source_index, reference_index, masses = monotone_coupling(rows.shape[1],
-                                                              sorted_values.numel())
-    device = sorted_values.device
-    gaps = (rows[:, torch.as_tensor(source_index, device=device)]
-            - sorted_values[torch.as_tensor(reference_index, device=device)])
-    return gaps.square() @ torch.as_tensor(masses, dtype=rows.dtype, device=device)
+                                                              sorted_values.size)
+    quantile_integrals = np.bincount(source_index, weights=masses * sorted_values[reference_index],
+                                     minlength=rows.shape[1])
+    squared = np.einsum("bi,bi->b", rows, rows) / rows.shape[1]
+    return (squared + np.mean(sorted_values**2) - 2.0 * rows @ quantile_integrals).clip(min=0.0)
 
 
 def _distance(statistic: str, sample: torch.Tensor,

@@ -1,8 +1,11 @@
 """What the audit page computes and shows: the cached audit and its tables in words.
 
 The audit is cached in memory by (data fingerprint, model fingerprint, config JSON): a widget
-that only changes what is shown reruns the page without recomputing, and a setting that
-changes the numbers recomputes the metrics from the embeddings cached on disk
+that only changes what is shown reruns the page without recomputing. A setting that changes
+the numbers reruns :func:`fairvlm.audit.run_audit` with one :class:`fairvlm.memo.Memo` shared
+by every session, so only the stages that read the changed setting are computed again (a new
+minimum group size recomputes the metric report of the attributes on screen, not the scores or
+the distribution distances), from the embeddings cached on disk
 (:func:`fairvlm.scoring.compute_embeddings`), never the embeddings themselves.
 
 Tables show every number as text: an undefined value reads ``undefined`` followed by its
@@ -19,6 +22,7 @@ import streamlit as st
 from fairvlm.audit import AuditResult, DistributionView, run_audit
 from fairvlm.config import AuditConfig
 from fairvlm.data import PairTable
+from fairvlm.memo import Memo
 from fairvlm.metrics import AttributeReport, Estimate
 from fairvlm.models import LoadedModel
 from fairvlm.report import HEADLINE_METRICS
@@ -28,6 +32,13 @@ CONFIG_KEY = "audit.config"
 AUDITED_KEY = "audit.for"
 UNDEFINED = "undefined"
 _AUDITS_KEPT = 8
+_STAGES_KEPT = 64
+
+
+@st.cache_resource(show_spinner=False)
+def stage_memo() -> Memo:
+    """The audit stages' memo, one per server (shared by all sessions, read-only values)."""
+    return Memo(max_entries=_STAGES_KEPT)
 
 
 @st.cache_resource(max_entries=_AUDITS_KEPT, show_spinner=False)
@@ -37,7 +48,7 @@ def cached_audit(data_fingerprint: str, model_fingerprint: str, config_json: str
 
     The result is shared by every session (read-only); errors are not cached.
     """
-    return run_audit(_table, _loaded, AuditConfig.from_json(config_json))
+    return run_audit(_table, _loaded, AuditConfig.from_json(config_json), memo=stage_memo())
 
 
 def audit(table: PairTable, loaded: LoadedModel, config: AuditConfig) -> AuditResult:

@@ -1,0 +1,56 @@
+"""Tests of fairvlm.memo: stored values come back, the least recently used go first."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fairvlm.memo import Memo
+
+
+def test_a_stored_value_is_returned_without_computing_again() -> None:
+    memo, calls = Memo(), []
+    first = memo(("a", 1), lambda: calls.append(1) or [1, 2])
+    again = memo(("a", 1), lambda: calls.append(2) or [3])
+    assert again is first and calls == [1]
+    assert (memo.hits, memo.misses) == (1, 1)
+
+
+def test_the_least_recently_used_value_is_dropped_beyond_max_entries() -> None:
+    memo = Memo(max_entries=2)
+    memo("a", lambda: 1)
+    memo("b", lambda: 2)
+    memo("a", lambda: 0)  # "a" is now the most recent
+    memo("c", lambda: 3)
+    assert len(memo) == 2
+    assert memo("a", lambda: "recomputed") == 1
+    assert memo("b", lambda: "recomputed") == "recomputed"
+
+
+def test_an_exception_stores_nothing() -> None:
+    memo = Memo()
+
+    def fail() -> int:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        memo("k", fail)
+    assert len(memo) == 0 and memo("k", lambda: 5) == 5
+
+
+def test_threads_share_one_store() -> None:
+    memo = Memo(max_entries=2000)
+    threads = [threading.Thread(target=lambda i=i: [memo((i % 7, j), lambda j=j: j)
+                                                    for j in range(200)]) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(memo) == 7 * 200
+    assert all(memo((i, j), lambda: None) == j for i in range(7) for j in range(200))
+
+
+def test_max_entries_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        Memo(max_entries=0)
