@@ -9,7 +9,8 @@
 3. the decision threshold: 0.5, or chosen on the validation split (Youden's J or best F1);
 4. per attribute (or intersection) of the audited split: the metric report of
    :func:`fairvlm.metrics.audit_attribute` (AUC, ES-AUC, gaps, DPD, DEOdds, bootstrap CIs) and
-   its plain-language summary;
+   its plain-language summary (attributes in parallel threads, one per core: numpy and
+   torch release the GIL in the heavy loops);
 5. per-pair scores of the audited split (matched similarity, contrastive loss against the
    split's other pairs, rank, margin), and per group the distance of its loss and similarity
    distributions to the population's (:class:`DistributionView`).
@@ -28,8 +29,10 @@ read it; the default computes everything.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -261,10 +264,14 @@ def run_audit(table: PairTable, loaded_model: LoadedModel, config: AuditConfig |
     labels, split_probabilities = table.labels[split_rows], probabilities[split_rows]
     predictions = _predictions(table, split_rows, split_probabilities, threshold, scores,
                                groupings)
-    attributes = tuple(
-        _audit_attribute(name, attribute, codes[split_rows], labels, split_probabilities,
-                         scores, threshold, config, memo, base, scorer_key)
-        for name, (attribute, codes) in groupings.items())
+
+    def audit_one(name: str) -> AttributeAudit:
+        attribute, codes = groupings[name]
+        return _audit_attribute(name, attribute, codes[split_rows], labels, split_probabilities,
+                                scores, threshold, config, memo, base, scorer_key)
+
+    with ThreadPoolExecutor(max_workers=min(len(groupings), os.cpu_count() or 1)) as pool:
+        attributes = tuple(pool.map(audit_one, groupings))
     overall = _overall(labels, split_probabilities, threshold)
     if len(split_rows) > config.sinkhorn_max_pairs:
         warnings.append(f"Sinkhorn divergences not computed: {len(split_rows)} pairs is above "

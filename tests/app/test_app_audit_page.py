@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from app_driver import open_page, run
 from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
@@ -19,12 +20,9 @@ from fairvlm.data import load_dataset
 from fairvlm.models import load_model
 from fairvlm.scoring import embeddings as embeddings_module
 from fairvlm.ui import audit_view
-from fairvlm.ui.state import MODEL_KEY, ModelChoice
 from fairvlm.ui.text import plain
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGE = "pages/audit.py"
-TIMEOUT_S = 120
 FAST = {"audit.n_bootstrap": 50, "audit.n_permutations": 10, "audit.min_n": 4}
 
 
@@ -37,25 +35,16 @@ def home(app_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _open(home: Path) -> AppTest:
     """The audit page, its first audit run with few resamples (to keep the test fast)."""
-    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
-    app.session_state[MODEL_KEY] = ModelChoice(str(home / "tiny.safetensors"), "cpu")
-    _run(app)
-    app.switch_page(PAGE)
-    _run(app)
+    app = open_page(home, PAGE)
     for key, value in FAST.items():
         app.number_input(key=key).set_value(value)
     return _submit(app)
 
 
-def _run(app: AppTest) -> AppTest:
-    app.run(timeout=TIMEOUT_S)
-    assert not app.exception, [e.message for e in app.exception]
-    return app
-
 
 def _submit(app: AppTest) -> AppTest:
     app.button(key="audit.run").click()
-    return _run(app)
+    return run(app)
 
 
 def _group_table(app: AppTest):
@@ -116,7 +105,7 @@ def test_display_widgets_reuse_the_audit_and_settings_reuse_the_embeddings(
     app = _open(home)
     before = (len(audits), len(encodings))
     app.segmented_control(key="audit.statistic.race").set_value("similarity")
-    _run(app)
+    run(app)
     assert "image-text cosine by race" in app.get("plotly_chart")[2].proto.spec
     assert (len(audits), len(encodings)) == before  # display only: nothing recomputed
     app.number_input(key="audit.min_n").set_value(30)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from app_driver import open_page, run
 from streamlit.testing.v1 import AppTest
 
 from fairvlm.data import load_dataset
@@ -25,11 +26,8 @@ from fairvlm.models import load_model
 from fairvlm.pair_issues import find_pair_issues, score_pairs
 from fairvlm.runs import RunDir
 from fairvlm.ui import pair_browser as browser
-from fairvlm.ui.state import MODEL_KEY, ModelChoice
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGE = "pages/bad_pairs.py"
-TIMEOUT_S = 120
 EPOCHS = 3
 
 
@@ -52,18 +50,6 @@ def expected(app_home: Path, tiny_checkpoint: Path) -> pd.DataFrame:
     return frame.assign(race=table.frame["race"].to_numpy())
 
 
-def _open(home: Path) -> AppTest:
-    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
-    app.session_state[MODEL_KEY] = ModelChoice(str(home / "tiny.safetensors"), "cpu")
-    _run(app)
-    app.switch_page(PAGE)
-    return _run(app)
-
-
-def _run(app: AppTest) -> AppTest:
-    app.run(timeout=TIMEOUT_S)
-    assert not app.exception, [e.message for e in app.exception]
-    return app
 
 
 def _shown_ids(app: AppTest) -> list[str]:
@@ -78,7 +64,7 @@ def _matching(app: AppTest) -> int:
 
 
 def test_flagged_pairs_are_listed_by_bad_pair_score(home: Path, expected) -> None:
-    app = _open(home)
+    app = open_page(home, PAGE)
     assert not app.error
     tiles = {metric.label: metric.value for metric in app.metric}
     assert tiles["Pairs"] == "240"
@@ -88,19 +74,19 @@ def test_flagged_pairs_are_listed_by_bad_pair_score(home: Path, expected) -> Non
     top = flagged.sort_values("bad_pair_score", ascending=False, kind="stable")
     assert _shown_ids(app) == top["id"].head(10).tolist()
     app.number_input(key="bad_pairs.page").set_value(2)
-    _run(app)
+    run(app)
     assert _shown_ids(app) == top["id"].iloc[10:20].tolist()
 
 
 def test_filters_narrow_the_list(home: Path, expected) -> None:
-    app = _open(home)
+    app = open_page(home, PAGE)
     app.selectbox(key="bad_pairs.kind").set_value("mismatch")
     app.selectbox(key="bad_pairs.split").set_value("train")
     app.selectbox(key="bad_pairs.attribute").set_value("race")
-    _run(app)
+    run(app)
     app.selectbox(key="bad_pairs.group.race").set_value(2)
     app.selectbox(key="bad_pairs.sort").set_value("loss")
-    _run(app)
+    run(app)
     wanted = expected[expected["is_mismatch_issue"] & (expected["split"] == "train")
                       & (expected["race"] == 2)]
     assert _matching(app) == len(wanted)
@@ -115,10 +101,10 @@ def test_filters_narrow_the_list(home: Path, expected) -> None:
 
 
 def test_a_decision_is_saved_at_once_and_counted(home: Path, expected) -> None:
-    app = _open(home)
+    app = open_page(home, PAGE)
     first = _shown_ids(app)[0]
     app.segmented_control(key=f"bad_pairs.decision.{first}").set_value("exclude")
-    _run(app)
+    run(app)
     book = DecisionFile(load_dataset(home / "demo" / "data").fingerprint())
     decisions = book.read()
     assert decisions["id"].tolist() == [first]
@@ -127,7 +113,7 @@ def test_a_decision_is_saved_at_once_and_counted(home: Path, expected) -> None:
     assert decisions["model_fingerprint"].tolist() == [model.fingerprint]
     assert any("1 exclusion ready for the next fine-tune" in s.value for s in app.success)
     app.segmented_control(key=f"bad_pairs.decision.{first}").set_value("keep")
-    _run(app)
+    run(app)
     assert book.decisions() == {first: "keep"} and book.exclusions() == []
 
 
@@ -148,11 +134,11 @@ def _finished_run(home: Path, ids: list[str], name: str = "r1") -> str:
 def test_a_run_adds_dbpm_flags_and_the_loss_trajectory(home: Path, expected) -> None:
     train_ids = expected.loc[expected["split"] == "train", "id"].tolist()
     target = _finished_run(home, train_ids)
-    app = _open(home)
+    app = open_page(home, PAGE)
     app.selectbox(key="bad_pairs.run").set_value(str(home / "runs" / "r1" / "memory.npz"))
-    _run(app)
+    run(app)
     app.selectbox(key="bad_pairs.kind").set_value("faulty")
-    _run(app)
+    run(app)
     assert not app.error
     assert _shown_ids(app) == [target]
     assert any("DBPM faulty" in m.value for m in app.markdown)
@@ -161,9 +147,9 @@ def test_a_run_adds_dbpm_flags_and_the_loss_trajectory(home: Path, expected) -> 
 
 def test_a_run_on_other_data_is_one_error_line(home: Path) -> None:
     _finished_run(home, [f"elsewhere{i}" for i in range(5)], name="other")
-    app = _open(home)
+    app = open_page(home, PAGE)
     app.selectbox(key="bad_pairs.run").set_value(str(home / "runs" / "other" / "memory.npz"))
-    _run(app)
+    run(app)
     assert len(app.error) == 1
     assert "holds none of the 240 pair ids" in app.error[0].value
     assert "\n" not in app.error[0].value

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from app_driver import open_page, run
 from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
@@ -22,11 +23,8 @@ from fairvlm.data import load_dataset
 from fairvlm.models import load_model
 from fairvlm.runs import RunDir, write_json_atomic
 from fairvlm.train.config import TrainConfig
-from fairvlm.ui.state import MODEL_KEY, ModelChoice
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGE = "pages/compare.py"
-TIMEOUT_S = 120
 RUN = "20250101-000000-race-abcdef"
 CHECKPOINT = "checkpoints/e0000-s000000006.safetensors"
 SETTINGS = {"attributes": ("race",), "split": "test", "min_n": 1, "n_bootstrap": 40}
@@ -66,18 +64,6 @@ def home(tmp_path: Path, small_demo_dir: Path, tiny_checkpoint: Path, other_chec
     return home
 
 
-def _run(app: AppTest) -> AppTest:
-    app.run(timeout=TIMEOUT_S)
-    assert not app.exception, [e.message for e in app.exception]
-    return app
-
-
-def _open(home: Path) -> AppTest:
-    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
-    app.session_state[MODEL_KEY] = ModelChoice(str(home / "tiny.safetensors"), "cpu")
-    _run(app)
-    app.switch_page(PAGE)
-    return _run(app)
 
 
 def _submit(app: AppTest) -> AppTest:
@@ -86,7 +72,7 @@ def _submit(app: AppTest) -> AppTest:
     app.number_input(key="compare.min_n").set_value(SETTINGS["min_n"])
     app.number_input(key="compare.n_bootstrap").set_value(SETTINGS["n_bootstrap"])
     app.button(key="compare.run").click()
-    return _run(app)
+    return run(app)
 
 
 def _group_aucs(home: Path, spec: str) -> dict[str, float]:
@@ -102,7 +88,7 @@ def _group_aucs(home: Path, spec: str) -> dict[str, float]:
 
 
 def test_compare_the_model_in_use_with_a_finished_run(home: Path) -> None:
-    app = _open(home)
+    app = open_page(home, PAGE)
     checkpoint = str(home / "runs" / RUN / CHECKPOINT)
     assert app.multiselect(key="compare.models").value == ["current", checkpoint]
     app = _submit(app)
@@ -128,7 +114,7 @@ def test_compare_the_model_in_use_with_a_finished_run(home: Path) -> None:
 
 
 def test_one_model_is_refused_in_one_line(home: Path) -> None:
-    app = _open(home)
+    app = open_page(home, PAGE)
     app.multiselect(key="compare.models").set_value(["current"])
     app = _submit(app)
     (error,) = app.error

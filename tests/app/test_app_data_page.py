@@ -20,15 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from app_driver import open_app, run
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from fairvlm.ui.state import LOADED_DATA_KEY
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
 SPLIT_FOLDERS = {"train": "Training", "val": "Validation", "test": "Test"}
 RACE_NAMES = {0: "Asian", 1: "Black", 2: "White"}
-TIMEOUT_S = 120
 
 
 @pytest.fixture()
@@ -51,11 +50,6 @@ def _npz_facts(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "race", "glaucoma"])
 
 
-def _run(app: AppTest) -> AppTest:
-    app.run(timeout=TIMEOUT_S)
-    assert not app.exception, [e.message for e in app.exception]
-    return app
-
 
 def _split_table(app: AppTest) -> pd.DataFrame:
     return next(frame.value for frame in app.dataframe if "split" in frame.value.columns)
@@ -67,7 +61,7 @@ def _group_table(app: AppTest, attribute: str) -> pd.DataFrame:
 
 
 def test_demo_page_shows_the_right_counts(app_home: Path) -> None:
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     facts = _npz_facts(app_home / "demo" / "data")
     assert not app.error
     tiles = {metric.label: metric.value for metric in app.metric}
@@ -98,9 +92,9 @@ def test_demo_page_shows_the_right_counts(app_home: Path) -> None:
 
 
 def test_count_tables_follow_the_split_choice(app_home: Path) -> None:
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     app.selectbox(key="data.counts.split").set_value("test")
-    _run(app)
+    run(app)
     facts = _npz_facts(app_home / "demo" / "data")
     test = facts[facts["split"] == "test"]
     races = _group_table(app, "race").set_index("group")
@@ -109,15 +103,15 @@ def test_count_tables_follow_the_split_choice(app_home: Path) -> None:
 
 
 def test_path_outside_the_roots_is_one_error_line(app_home: Path, tmp_path: Path) -> None:
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     app.radio(key="data.source").set_value("server")
-    _run(app)
+    run(app)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     app.text_input(key="data.server_path").input(str(outside))
-    _run(app)
+    run(app)
     app.button(key="data.load_server").click()
-    _run(app)
+    run(app)
     assert len(app.error) == 1
     message = app.error[0].value
     assert "outside the allowed data roots" in message and "\n" not in message
@@ -130,13 +124,13 @@ def test_path_outside_the_roots_is_one_error_line(app_home: Path, tmp_path: Path
 def test_server_folder_inside_the_roots_loads(app_home: Path, small_demo_dir: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAIRVLM_DATA_ROOTS", f"{app_home}:{small_demo_dir.parent}")
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     app.radio(key="data.source").set_value("server")
-    _run(app)
+    run(app)
     app.text_input(key="data.server_path").input(str(small_demo_dir))
-    _run(app)
+    run(app)
     app.button(key="data.load_server").click()
-    _run(app)
+    run(app)
     assert not app.error
     assert any("Loaded" in s.value for s in app.success)
     loaded = app.session_state[LOADED_DATA_KEY]  # what the sidebar shows (see module docstring)
@@ -151,19 +145,19 @@ def test_manifest_pointing_outside_the_roots_is_refused(app_home: Path,
     manifest.parent.mkdir()
     manifest.write_text(f"image,text,label,split\n{first},a note,1,train\n"
                         f"{second},another note,0,test\n", encoding="utf-8")
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     app.radio(key="data.source").set_value("server")
-    _run(app)
+    run(app)
     app.text_input(key="data.server_path").input(str(manifest))
-    _run(app)
+    run(app)
     app.button(key="data.load_server").click()
-    _run(app)
+    run(app)
     assert len(app.error) == 1
     assert "lie outside the allowed data roots" in app.error[0].value
 
 
 def test_shuffle_and_filters_change_the_samples(app_home: Path) -> None:
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
 
     def shown_ids() -> list[str]:
         return [m.value.split("**")[1].replace("\\", "") for m in app.markdown
@@ -171,13 +165,13 @@ def test_shuffle_and_filters_change_the_samples(app_home: Path) -> None:
 
     first = shown_ids()
     app.button(key="data.samples.shuffle").click()
-    _run(app)
+    run(app)
     assert shown_ids() != first and len(shown_ids()) == 8
     app.selectbox(key="data.samples.attribute").set_value("race")
-    _run(app)
+    run(app)
     app.selectbox(key="data.samples.race").set_value(1)
     app.selectbox(key="data.samples.split").set_value("test")
-    _run(app)
+    run(app)
     facts = _npz_facts(app_home / "demo" / "data")
     black_test = ((facts["race"] == 1) & (facts["split"] == "test")).sum()
     captions = [c.value for c in app.caption if "race" in c.value]
@@ -186,13 +180,13 @@ def test_shuffle_and_filters_change_the_samples(app_home: Path) -> None:
 
 
 def test_bad_model_spec_is_one_error_line(app_home: Path) -> None:
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     app.selectbox(key="model.preset").set_value("other")
-    _run(app)
+    run(app)
     app.text_input(key="model.spec").input(str(app_home / "missing.safetensors"))
-    _run(app)
+    run(app)
     app.button(key="model.load").click()
-    _run(app)
+    run(app)
     assert len(app.error) == 1
     assert "file not found" in app.error[0].value and "\n" not in app.error[0].value
 
@@ -211,14 +205,14 @@ def _zip_folder(folder: Path, top: str) -> bytes:
 
 
 def test_uploaded_zip_of_a_fairvlmed_folder_loads(app_home: Path, small_demo_dir: Path) -> None:
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     app.radio(key="data.source").set_value("upload")
-    _run(app)
+    run(app)
     _uploader(app).upload("fairvlmed.zip", _zip_folder(small_demo_dir, "FairVLMed"),
                           "application/zip")
-    _run(app)
+    run(app)
     app.button(key="data.load_upload").click()
-    _run(app)
+    run(app)
     assert not app.error
     loaded = app.session_state[LOADED_DATA_KEY]
     assert (loaded.name, loaded.n_pairs) == ("fairvlmed.zip", 240)
@@ -231,13 +225,13 @@ def test_uploaded_zip_escaping_its_folder_is_refused(app_home: Path) -> None:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("data/manifest.csv", "image,text,label\n")
         archive.writestr("../../escaped.txt", "bad")
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     app.radio(key="data.source").set_value("upload")
-    _run(app)
+    run(app)
     _uploader(app).upload("evil.zip", buffer.getvalue(), "application/zip")
-    _run(app)
+    run(app)
     app.button(key="data.load_upload").click()
-    _run(app)
+    run(app)
     assert len(app.error) == 1 and "absolute or escaping path" in app.error[0].value
     assert not list((app_home / "uploads").iterdir())
     assert not any(app_home.parent.rglob("escaped.txt"))
@@ -251,14 +245,14 @@ def test_uploaded_csv_manifest_with_attribute_columns(app_home: Path) -> None:
     for i, sex in enumerate(sexes):
         Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(images / f"im{i}.png")
         rows.append(f"{images / f'im{i}.png'},note {i},{i % 2},{('train', 'test')[i % 2]},{sex}")
-    app = _run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+    app = open_app()
     app.radio(key="data.source").set_value("upload")
-    _run(app)
+    run(app)
     _uploader(app).upload("pairs.csv", "\n".join(rows).encode(), "text/csv")
     app.text_input(key="data.upload_attributes").input("sex")
-    _run(app)
+    run(app)
     app.button(key="data.load_upload").click()
-    _run(app)
+    run(app)
     assert not app.error
     sexes_shown = _group_table(app, "sex").set_index("group")
     assert sexes_shown["n"].to_dict() == {"F": 4, "M": 2}

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from app_driver import open_page
+from app_driver import run as rerun
 from streamlit.testing.v1 import AppTest
 
 from fairvlm import jobs
@@ -24,11 +26,9 @@ from fairvlm.decisions import DecisionFile
 from fairvlm.runs import RunDir, RunStatus, list_runs, process_alive
 from fairvlm.train.config import TrainConfig
 from fairvlm.ui import run_monitor
-from fairvlm.ui.state import MODEL_KEY, ModelChoice
+from fairvlm.ui.state import MODEL_KEY
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGE = "pages/fine_tune.py"
-TIMEOUT_S = 120
 RUN_TIMEOUT_S = 150.0
 TINY_SETTINGS = {"fine_tune.epochs": 1, "fine_tune.lr": 1e-3, "fine_tune.eval_min_n": 1,
                  "fine_tune.n_bootstrap": 20}
@@ -46,18 +46,6 @@ def home(tmp_path: Path, small_demo_dir: Path, tiny_checkpoint: Path,
     return home
 
 
-def _open(home: Path) -> AppTest:
-    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
-    app.session_state[MODEL_KEY] = ModelChoice(str(home / "tiny.safetensors"), "cpu")
-    _run(app)
-    app.switch_page(PAGE)
-    return _run(app)
-
-
-def _run(app: AppTest) -> AppTest:
-    app.run(timeout=TIMEOUT_S)
-    assert not app.exception, [e.message for e in app.exception]
-    return app
 
 
 def _start(app: AppTest, **settings: object) -> RunDir:
@@ -67,7 +55,7 @@ def _start(app: AppTest, **settings: object) -> RunDir:
     for key, value in {**TINY_SETTINGS, **settings}.items():
         app.number_input(key=key).set_value(value)
     app.button(key="fine_tune.start").click()
-    _run(app)
+    rerun(app)
     assert not app.error, [e.value for e in app.error]
     (run,) = list_runs()
     return RunDir(run.path)
@@ -95,7 +83,7 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
     book = DecisionFile(table.fingerprint())
     for pair_id in marked:
         book.set(pair_id, "exclude", model_fingerprint="0" * 16)
-    app = _open(home)
+    app = open_page(home, PAGE)
     assert app.checkbox(key="fine_tune.exclude").value  # offered, and on
     assert "Exclude the 2 pair(s) you marked" in app.checkbox(key="fine_tune.exclude").label
     run = _start(app)
@@ -108,7 +96,7 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
     assert config.data == str((home / "demo" / "data").resolve())
     assert config.exclude == tuple(sorted(marked)) and config.exclude_file == str(book.path)
 
-    app = _poll(lambda: _open(home), "done")  # a new session each time: a reloaded page
+    app = _poll(lambda: open_page(home, PAGE), "done")  # a new session each time: a reloaded page
     evaluation = json.loads(run.eval_path.read_text())
     assert evaluation["excluded"] == {"train": 2, "val": 0, "test": 0, "unknown": 0}
     tiles = {metric.label: metric.value for metric in app.metric}
@@ -126,20 +114,20 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
 
     checkpoint = str(jobs.selected_checkpoint(run)[0])
     app.button(key=f"fine_tune.use.{run.path.name}").click()
-    _run(app)
+    rerun(app)
     assert app.session_state[MODEL_KEY].spec == checkpoint
 
 
 def test_cancel_stops_a_running_job(home: Path) -> None:
-    app = _open(home)
+    app = open_page(home, PAGE)
     run = _start(app, **{"fine_tune.epochs": 200})
-    app = _poll(lambda: _run(app), "running")
+    app = _poll(lambda: rerun(app), "running")
     deadline = time.monotonic() + 120
     while run.read_status().step == 0 and time.monotonic() < deadline:  # cancel mid-training
         time.sleep(0.2)
     app.button(key=f"fine_tune.cancel.{run.path.name}").click()
-    _run(app)
-    app = _poll(lambda: _run(app), "cancelled")
+    rerun(app)
+    app = _poll(lambda: rerun(app), "cancelled")
     status = run.read_status()
     assert status.state == "cancelled" and 0 < status.step < status.total
     deadline = time.monotonic() + 30
@@ -154,7 +142,7 @@ def test_a_failed_run_shows_its_error_and_log_tail(home: Path, tiny_checkpoint: 
     missing = home / "moved-away"
     run = jobs.launch(TrainConfig(data=str(missing), model=str(tiny_checkpoint),
                                   attribute="race", device="cpu"))
-    app = _poll(lambda: _open(home), "failed")
+    app = _poll(lambda: open_page(home, PAGE), "failed")
     (error,) = app.error
     assert error.value.startswith("Failed: ") and str(missing) in error.value.replace("\\", "")
     assert "\n" not in error.value

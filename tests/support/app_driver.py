@@ -1,0 +1,37 @@
+"""Driving the app under Streamlit's AppTest, shared by the page tests (tests/app and others).
+
+``tests/support`` is on pytest's ``pythonpath`` (pyproject.toml), so test modules import this
+as ``from app_driver import open_app, open_page, run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from fairvlm.ui.state import MODEL_KEY, ModelChoice
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+TIMEOUT_S = 120
+
+
+def run(app: AppTest) -> AppTest:
+    """Rerun ``app``, asserting that no exception reached the page."""
+    app.run(timeout=TIMEOUT_S)
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def open_app() -> AppTest:
+    """The app's first page, run once."""
+    return run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S))
+
+
+def open_page(home: Path, page: str, checkpoint: str = "tiny.safetensors") -> AppTest:
+    """``page`` (e.g. ``"pages/audit.py"``) with the model ``home / checkpoint`` on the CPU."""
+    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    app.session_state[MODEL_KEY] = ModelChoice(str(home / checkpoint), "cpu")
+    run(app)
+    app.switch_page(page)
+    return run(app)
