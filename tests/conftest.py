@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from model_files import random_demo_checkpoint
 
 # Point fairvlm's home at a throwaway folder before any test imports fairvlm.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="fairvlm-test-home-"))
@@ -37,14 +38,5 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Loading it with ``load_model(str(path))`` takes about a second, unlike ``load_model("demo")``,
     which trains the demo model on first use.
     """
-    import torch
-
-    from fairvlm.models import save_checkpoint
-    from fairvlm.models.architectures import DEMO_ARCH, build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(2024)
-        model = build_model(DEMO_ARCH)
-    path = tmp_path_factory.mktemp("tiny-model") / "tiny-demo-rn.safetensors"
-    save_checkpoint(model, path, arch=DEMO_ARCH)
-    return path
+    return random_demo_checkpoint(
+        tmp_path_factory.mktemp("tiny-model") / "tiny-demo-rn.safetensors", seed=2024)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+from model_files import random_demo_checkpoint
 from sklearn.metrics import roc_auc_score
 
 from fairvlm import plots
@@ -42,17 +43,8 @@ LABELS = ("baseline", "<b>other</b>")
 @pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo architecture with other seeded random weights than ``tiny_checkpoint``."""
-    import torch
-
-    from fairvlm.models import save_checkpoint
-    from fairvlm.models.architectures import DEMO_ARCH, build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(7)
-        model = build_model(DEMO_ARCH)
-    path = tmp_path_factory.mktemp("other-model") / "other.safetensors"
-    save_checkpoint(model, path, arch=DEMO_ARCH)
-    return path
+    return random_demo_checkpoint(tmp_path_factory.mktemp("other-model") / "other.safetensors",
+                                  seed=7)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from app_driver import open_page, run
+from model_files import random_demo_checkpoint
 from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
@@ -32,17 +33,8 @@ SETTINGS = {"attributes": ("race",), "split": "test", "min_n": 1, "n_bootstrap":
 
 @pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from fairvlm.models import save_checkpoint
-    from fairvlm.models.architectures import DEMO_ARCH, build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(11)
-        model = build_model(DEMO_ARCH)
-    path = tmp_path_factory.mktemp("compare-model") / "other.safetensors"
-    save_checkpoint(model, path, arch=DEMO_ARCH)
-    return path
+    return random_demo_checkpoint(tmp_path_factory.mktemp("compare-model") / "other.safetensors",
+                                  seed=11)
 
 
 @pytest.fixture()

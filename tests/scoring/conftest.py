@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from model_files import random_demo_checkpoint
 
 from fairvlm.data.table import Attribute, PairTable
-from fairvlm.models import LoadedModel, load_model, save_checkpoint
-from fairvlm.models.architectures import DEMO_ARCH, build_model
+from fairvlm.models import LoadedModel, load_model
 
 SPLIT_PATTERN = ("train", "train", "val", "test", "test")
 
@@ -41,9 +40,5 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> PairTable:
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     """The demo architecture, seeded random weights, loaded through a checkpoint file."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(99)
-        model = build_model(DEMO_ARCH)
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    save_checkpoint(model, path, arch=DEMO_ARCH)
+    path = random_demo_checkpoint(tmp_path_factory.mktemp("model") / "model.safetensors", seed=99)
     return load_model(str(path), device="cpu")
