@@ -8,7 +8,8 @@ byte is extracted, and refused as a whole when any entry
 - is a symbolic link (Unix mode bits in the entry's external attributes),
 - is encrypted,
 
-or when the sum of the entries' uncompressed sizes exceeds the cap (default 2 GiB,
+or when it holds more than :data:`MAX_ENTRIES` entries (a bomb of empty files costs no bytes,
+only inodes), or when the sum of the entries' uncompressed sizes exceeds the cap (default 2 GiB,
 :data:`DEFAULT_MAX_BYTES`; ``$FAIRVLM_UPLOAD_MAX_BYTES`` or ``max_bytes`` change it). The cap is
 also enforced while extracting: :mod:`zipfile` never yields more bytes than an entry declares
 (and fails its CRC check if the data were cut), so a lying directory cannot inflate past it.
@@ -32,6 +33,7 @@ from fairvlm import paths
 from fairvlm.errors import ConfigError, DataError
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
+MAX_ENTRIES = 100_000  # 10 times a Harvard-FairVLMed release (10,000 npz files and the CSVs)
 MAX_BYTES_ENV = "FAIRVLM_UPLOAD_MAX_BYTES"
 UPLOAD_SUFFIXES: tuple[str, ...] = (".zip", ".csv")
 _SKIPPED_PREFIX = "__MACOSX"
@@ -158,6 +160,10 @@ def check_zip_members(name: str, members: Iterable[zipfile.ZipInfo], cap: int) -
 
     Reads only the zip directory (names, modes, flags, declared sizes).
     """
+    members = list(members)
+    if len(members) > MAX_ENTRIES:
+        raise DataError(f"upload {name!r}: {len(members):,} entries; expected at most "
+                        f"{MAX_ENTRIES:,} files and folders")
     total = 0
     for info in members:
         member_parts(name, info.filename)

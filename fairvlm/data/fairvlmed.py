@@ -35,7 +35,9 @@ Problems
 An npz that cannot be read (truncated, corrupt, no ``slo_fundus``) is skipped and listed in
 ``PairTable.warnings``; ``strict=True`` refuses it instead. Inconsistent content (a label that
 is not 0/1, an unknown code, a missing note) is always refused with one line naming the file
-and field. Text files must be UTF-8 (see :func:`fairvlm.data.manifest.read_tabular`).
+and field, as are two npz files of the same name in different split folders (their ids would
+clash) and a note longer than :data:`~fairvlm.data.table.MAX_NOTE_CHARS` characters. Text files
+must be UTF-8 (see :func:`fairvlm.data.manifest.read_tabular`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import pandas as pd
 
 from fairvlm.data.images import DEFAULT_NPZ_KEY, REF_SEPARATOR, read_image, read_npz
 from fairvlm.data.manifest import read_tabular, skip_warnings
-from fairvlm.data.table import UNKNOWN_NAME, Attribute, PairTable
+from fairvlm.data.table import UNKNOWN_NAME, Attribute, PairTable, check_note_length
 from fairvlm.errors import DataError
 
 SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -144,6 +146,7 @@ def load_fairvlmed(
     if not records:
         raise DataError(f"{root}: none of the {len(files)} npz files can be used; first "
                         f"problem: {problems[0]}")
+    _check_unique_ids(records, root)
     warnings = skip_warnings(problems, len(files), "npz files that cannot be read")
     warnings += [f"{folder.name} holds no usable npz files" for split, folder in folders.items()
                  if not any(record.split == split for record in records)]
@@ -220,6 +223,18 @@ def _read_records(files: list[tuple[str, Path]], image_key: str, *,
             continue
         records.append(record)
     return records, problems
+
+
+def _check_unique_ids(records: list[_Record], root: Path) -> None:
+    """Refuse two npz files with the same name (the id) in different split folders."""
+    seen: dict[str, Path] = {}
+    for record in records:
+        if record.id in seen:
+            raise DataError(f"{root}: field id: duplicate sample id {record.id!r} "
+                            f"({seen[record.id].relative_to(root)} and "
+                            f"{record.path.relative_to(root)}); expected each npz file name "
+                            "once across the split folders")
+        seen[record.id] = record.path
 
 
 def _read_npz(path: Path, split: str, image_key: str) -> _Record:
@@ -394,6 +409,7 @@ def _note_text(value: object, path: Path, field: str) -> str:
     text = text.strip()
     if not text:
         raise DataError(f"{path}: field {field}: empty note; expected text")
+    check_note_length(text, f"{path}: field {field}")
     return text
 
 

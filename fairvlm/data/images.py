@@ -4,8 +4,9 @@ An image reference is a file path, or ``path::key`` for one array of an ``.npz``
 (``data_00001.npz::slo_fundus``). :func:`read_image` decodes it to a float32 array in [0, 1],
 ``H x W`` (grayscale) or ``H x W x 3`` (RGB); :func:`to_pil` turns that into the RGB PIL image
 that open_clip's preprocessing expects. :func:`check_image` is the cheap integrity check the
-loaders run on every file (it catches truncated and corrupt files without decoding pixels
-where the format allows).
+manifest loader runs on every file (it catches truncated and corrupt files, and arrays that are
+not images, without decoding pixels where the format allows; floating-point arrays are read,
+since only their values show NaN or inf).
 
 Formats (chosen by suffix, else by the file's first bytes, since DICOM files often have none):
 PNG/JPEG/BMP/TIFF through PIL, NPY, NPZ, DICOM through pydicom.
@@ -120,19 +121,20 @@ def check_image(ref: str) -> None:
     end marker (PIL ``verify``); JPEG decoded at 1/8 scale (which still reads the whole entropy
     stream, so truncation shows); NPY header against the file size; NPZ zip directory, the
     member's presence and its array header; DICOM header and pixel-data length. Other PIL
-    formats are fully decoded.
+    formats are fully decoded. NPY and NPZ arrays must have an image shape (checked from the
+    header); floating-point arrays are read in full, since only their values can show NaN or
+    inf (integer pixels cannot hold either).
     """
     path, kind, key = _locate(ref)
     if kind == "pil":
         _check_pil(path)
-    elif kind == "npy":
-        _check_npy(path)
-    elif kind == "npz":
-        member = _npz_member(npz_keys(path), path, key)
-        with open_npz(path) as archive, archive.open(f"{member}.npy") as handle:
-            _npy_header(handle, path)
-    else:
+    elif kind == "dicom":
         _check_dicom(path)
+    else:
+        shape, dtype = _check_npy(path) if kind == "npy" else _check_npz_member(path, key)
+        _as_image_shape(np.broadcast_to(np.zeros((), dtype=bool), shape), path)
+        if dtype.kind not in "biu":  # NaN/inf (floats) and non-numbers show only in values
+            _scale(_read_numpy(path, kind, key), path)
 
 
 def _locate(ref: str) -> tuple[Path, str, str | None]:
@@ -171,15 +173,19 @@ def _scale(array: np.ndarray, path: Path) -> np.ndarray:
         return array.astype(np.float32) / (1.0 if array.dtype == np.bool_ else 255.0)
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise DataError(f"{path}: pixel type {array.dtype}; expected numeric pixel values")
+    _require_finite(array, path)
     values = array.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise DataError(f"{path}: pixel values contain NaN or inf; expected finite values")
     low, high = float(values.min()), float(values.max())
     if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 1.0:
         return values.astype(np.float32)
     if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 255.0:
         return (values / 255.0).astype(np.float32)
     return _min_max(values)
+
+
+def _require_finite(values: np.ndarray, path: Path) -> None:
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: pixel values contain NaN or inf; expected finite values")
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
@@ -339,7 +345,8 @@ def _npy_header(handle: io.BufferedIOBase, path: Path) -> tuple[tuple[int, ...],
     return shape, dtype
 
 
-def _check_npy(path: Path) -> None:
+def _check_npy(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an ``.npy`` file whose size covers its data."""
     with path.open("rb") as handle:
         shape, dtype = _npy_header(handle, path)
         header_end = handle.tell()
@@ -348,6 +355,18 @@ def _check_npy(path: Path) -> None:
     if dtype.hasobject or size < expected:
         raise DataError(f"{path}: {size} bytes, truncated or object array; expected "
                         f"{expected} bytes of {dtype} data")
+    return shape, dtype
+
+
+def _check_npz_member(path: Path, key: str | None) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the image array of an npz archive, from its ``.npy`` header."""
+    member = _npz_member(npz_keys(path), path, key)
+    with open_npz(path) as archive, archive.open(f"{member}.npy") as handle:
+        shape, dtype = _npy_header(handle, path)
+    if dtype.hasobject:
+        raise DataError(f"{path}: array {member!r} holds Python objects; expected an intact "
+                        "numpy array that needs no unpickling")
+    return shape, dtype
 
 
 def _read_dicom(path: Path) -> np.ndarray:
@@ -362,8 +381,7 @@ def _read_dicom(path: Path) -> np.ndarray:
     if pixels.ndim == 3:
         return _scale(pixels, path)
     values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise DataError(f"{path}: pixel values contain NaN or inf; expected finite values")
+    _require_finite(values, path)
     window = _first_window(dataset)
     if window is None:
         image = _min_max(values)

@@ -9,9 +9,12 @@ One row per pair. Columns (names configurable):
 ``split``  optional: ``train``/``val``/``test`` (``training``, ``validation``, ``valid``,
            ``dev``, ``testing`` are accepted, any case). Without the column, a seeded split
            stratified by label puts 70/10/20 % of each class in train/val/test.
-``id``     optional: a stable sample id. Without it, ids are the image file stems (or, when
-           stems repeat, the image paths relative to the manifest with ``/`` replaced by
-           ``__``).
+``id``     optional: a stable sample id, unique, a plain name (no ``/`` or ``\\``, not ``.``
+           or ``..``). Without it, ids are the image file stems (or, when stems repeat, the
+           image paths relative to the manifest with ``/`` replaced by ``__``).
+
+A note longer than :data:`~fairvlm.data.table.MAX_NOTE_CHARS` (100,000) characters is refused:
+it is another column or a file pasted into a cell, not a clinical note.
 
 Attribute columns are the ones the caller names. Their values become integer group codes:
 integer values are kept as codes (named by their digits); any other values are coded
@@ -19,7 +22,9 @@ integer values are kept as codes (named by their digits); any other values are c
 case) and ``-1`` are the unknown code -1. A blank cell is refused, naming the column and row,
 unless ``missing_as_unknown=True`` counts blanks as unknown too: silently guessing a group
 would corrupt every fairness number. Non-integer numbers (an age of 45.5) are refused: bin
-continuous values first.
+continuous values first. So is an attribute of more than
+:data:`~fairvlm.data.table.MAX_GROUPS` (100) groups: an id or a measurement, whose per-group
+metrics would all be noise.
 
 DICOM tags can fill columns: ``dicom_tags={"sex": "PatientSex"}`` reads the tag from each
 DICOM image's header into column ``sex`` for every row whose cell is blank or whose column is
@@ -43,7 +48,14 @@ import numpy as np
 import pandas as pd
 
 from fairvlm.data.images import check_image, image_format, read_image, split_ref
-from fairvlm.data.table import UNKNOWN_NAME, Attribute, PairTable
+from fairvlm.data.table import (
+    MAX_GROUPS,
+    NOT_PLAIN_ID,
+    UNKNOWN_NAME,
+    Attribute,
+    PairTable,
+    check_note_length,
+)
 from fairvlm.errors import ConfigError, DataError
 
 CSV_SUFFIXES = frozenset({".csv"})
@@ -140,6 +152,9 @@ def load_manifest(
         broken are skipped and listed in ``PairTable.warnings``.
     """
     path = Path(path)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed {seed!r}: expected an integer >= 0 (it seeds the split of a "
+                          "manifest without a split column)")
     frame = read_tabular(path)
     attributes = list(attributes or [])
     tags = dict(dicom_tags or {})
@@ -258,6 +273,10 @@ def code_attribute(values: pd.Series, name: str, path: Path, *,
         lookup = {group: code for code, group in enumerate(names)}
         codes[~unknown] = [lookup[value] for value in known.tolist()]
         groups = dict(enumerate(names))
+    if len(groups) > MAX_GROUPS:
+        raise DataError(f"{path}: field {name}: {len(groups)} groups; expected at most "
+                        f"{MAX_GROUPS} per protected attribute (merge rare values or bin "
+                        "them; an id or a measurement is not a protected attribute)")
     return codes, Attribute(name, groups, unknown_code=UNKNOWN_CODE)
 
 
@@ -303,7 +322,10 @@ def _texts(values: pd.Series, path: Path, column: str) -> np.ndarray:
         row = int(np.flatnonzero(blank.to_numpy())[0]) + 1
         raise DataError(f"{path}: field {column}: empty text in data row {row}; expected a "
                         "note for every pair")
-    return text.to_numpy(dtype=object)
+    notes = text.to_numpy(dtype=object)
+    longest = int(text.str.len().to_numpy().argmax())
+    check_note_length(notes[longest], f"{path}: field {column} in data row {longest + 1}")
+    return notes
 
 
 def _column_ids(values: pd.Series, path: Path, column: str) -> np.ndarray:
@@ -313,6 +335,18 @@ def _column_ids(values: pd.Series, path: Path, column: str) -> np.ndarray:
         row = int(np.flatnonzero(blank.to_numpy())[0]) + 1
         raise DataError(f"{path}: field {column}: blank id in data row {row}; expected an id "
                         "for every row")
+    repeated = ids.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        first = ids.iloc[int(np.flatnonzero(repeated)[0])]
+        rows = np.flatnonzero((ids == first).to_numpy()) + 1
+        raise DataError(f"{path}: field {column}: {first!r} in data rows {rows[0]} and "
+                        f"{rows[1]}; expected a unique id per row")
+    not_plain = ids.str.contains(NOT_PLAIN_ID, regex=True).to_numpy()
+    if not_plain.any():
+        row = int(np.flatnonzero(not_plain)[0])
+        raise DataError(f"{path}: field {column}: {ids.iloc[row]!r} in data row {row + 1} is "
+                        "not a plain name; expected an id without / or \\, other than . "
+                        "and ..")
     return ids.to_numpy(dtype=object)
 
 

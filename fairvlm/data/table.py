@@ -32,6 +32,15 @@ from fairvlm.errors import DataError
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "split", "image", "text", "label")
 UNKNOWN_NAME = "unknown"
+# An id that is not a plain name: a path separator anywhere, or "." / "..".
+NOT_PLAIN_ID = r"[/\\]|^\.\.?$"
+# Longest note a loader accepts. A clinical note runs to a few thousand characters; anything
+# near this is another column or a file pasted into a cell, and would make the tokenizer and
+# every export crawl.
+MAX_NOTE_CHARS = 100_000
+# Most groups a protected attribute may have. More is an id, a measurement or a free-text
+# column, whose per-group metrics would all be noise.
+MAX_GROUPS = 100
 _FINGERPRINT_SAMPLE_BYTES = 65536
 
 
@@ -159,7 +168,7 @@ def validate(table: PairTable) -> None:
     if len(dup):
         raise DataError(f"{where}: field id: duplicate sample id {dup.iloc[0]!r}; "
                         "expected unique ids")
-    bad_id = ids[ids.str.contains(r"[/\\]|^\.\.?$", regex=True)]
+    bad_id = ids[ids.str.contains(NOT_PLAIN_ID, regex=True)]
     if len(bad_id):
         raise DataError(f"{where}: field id: {bad_id.iloc[0]!r} contains a path separator; "
                         "expected a plain name")
@@ -184,6 +193,19 @@ def validate(table: PairTable) -> None:
                             "expected integer codes")
     if not frame["text"].map(lambda t: isinstance(t, str)).all():
         raise DataError(f"{where}: field text: a note is not a string; expected text")
+
+
+def check_note_length(text: str, where: str) -> None:
+    """Refuse a note longer than :data:`MAX_NOTE_CHARS`; ``where`` names file, field and row.
+
+    Raises
+    ------
+    DataError
+        ``<where>: a note of N characters; expected at most 100,000 ...``.
+    """
+    if len(text) > MAX_NOTE_CHARS:
+        raise DataError(f"{where}: a note of {len(text):,} characters; expected at most "
+                        f"{MAX_NOTE_CHARS:,} (check that this column holds the notes)")
 
 
 def _fingerprint(table: PairTable) -> str:

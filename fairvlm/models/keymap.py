@@ -16,7 +16,8 @@ FairCLIP training checkpoint
     prefixes).
 
 Prefixes added by ``DataParallel``/``DistributedDataParallel`` (``module.``) and
-``torch.compile`` (``_orig_mod.``) are removed.
+``torch.compile`` (``_orig_mod.``) are removed. Weights must be finite: a checkpoint holding
+NaN or inf (a diverged run) is refused naming the first such tensor.
 """
 
 from __future__ import annotations
@@ -86,7 +87,19 @@ def normalise(checkpoint: object, *, source: str) -> StateDict:
         name, kind = not_tensors[0]
         raise ModelError(f"{source}: entry {name!r} is of type {kind}, not a tensor; "
                          "expected a state dict of tensors")
+    _check_finite(tensors, source)
     return StateDict(tensors, layout)
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse NaN or infinite weights (a diverged run, a damaged file): they would turn every
+    score into NaN far from the cause."""
+    for name, tensor in tensors.items():
+        floating = tensor.is_floating_point() or tensor.is_complex()
+        if floating and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"{source}: entry {name!r} holds {bad} NaN or infinite value(s) "
+                             f"of {tensor.numel()}; expected finite weights")
 
 
 def adapt_to(state: StateDict, expected: Mapping[str, tuple[int, ...]]) -> StateDict:
