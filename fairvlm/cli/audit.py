@@ -89,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the data and model, audit, write the files and print the summary."""
     from fairvlm.audit import run_audit
-    from fairvlm.data import load_dataset
+    from fairvlm.data import load_with_attributes
     from fairvlm.models import load_model
     from fairvlm.report import write_report
 
@@ -98,25 +98,14 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None and not data_path.exists():
         raise DataError(f"{data_path}: no demo data yet; expected it after `fairvlm demo`, "
                         "or pass --data PATH")
-    table = load_dataset(data_path, **_loader_options(data_path, config))
+    table = load_with_attributes(
+        data_path, [part for spec in config.attribute_parts() for part in spec])
     loaded = load_model(args.model, device=args.device, arch=args.arch)
     result = run_audit(table, loaded, config, progress=not args.quiet)
     files = write_report(result, args.out)
     print(render_summary(result))
     print(f"\nwrote {files.metrics}\n      {files.predictions}\n      {files.html}")
     return 0
-
-
-def _loader_options(path: Path, config: AuditConfig) -> dict[str, Any]:
-    """A manifest's attribute columns are the ones named by ``--attribute`` (intersections
-    split into their parts); a Harvard-FairVLMed folder brings its own."""
-    from fairvlm.data import MANIFEST_NAMES
-    from fairvlm.data.manifest import CSV_SUFFIXES, PARQUET_SUFFIXES
-
-    is_manifest = (path.suffix.lower() in CSV_SUFFIXES | PARQUET_SUFFIXES
-                   or any((path / name).is_file() for name in MANIFEST_NAMES))
-    parts = list(dict.fromkeys(part for spec in config.attribute_parts() for part in spec))
-    return {"attributes": parts} if is_manifest and parts else {}
 
 
 def _config(args: argparse.Namespace) -> AuditConfig:

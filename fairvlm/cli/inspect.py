@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from fairvlm import paths
-from fairvlm.data import PairTable, load_dataset
+from fairvlm.data import PairTable, load_with_attributes
 from fairvlm.data.summary import (
     DEFAULT_MIN_GROUP_SIZE,
     OVERALL,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None and not path.exists():
         raise DataError(f"{path}: no demo data yet; expected it after `fairvlm demo`, or pass "
                         "--data PATH")
-    table = load_dataset(path, **_loader_options(args))
+    table = load_with_attributes(path, args.attributes or [], **_loader_options(args))
     print(render(table, min_n=args.min_group_size))
     return 0
 
@@ -98,8 +98,6 @@ def _loader_options(args: argparse.Namespace) -> dict[str, Any]:
         options["strict"] = True
     if args.notes_column:
         options["notes_column"] = args.notes_column
-    if args.attributes:
-        options["attributes"] = args.attributes
     if args.dicom_tags:
         options["dicom_tags"] = dict(_parse_tag(item) for item in args.dicom_tags)
     if args.missing_as_unknown:

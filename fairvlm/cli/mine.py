@@ -67,7 +67,7 @@ def flagged_pair_table(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     DataError
         The folder is not a fine-tune run, or has no ``memory.npz`` yet.
     """
-    from fairvlm.data import load_dataset
+    from fairvlm.data import load_with_attributes
     from fairvlm.mining import LossMemory, flagged_pairs
     from fairvlm.runs import RunDir
     from fairvlm.train.config import TrainConfig
@@ -78,7 +78,7 @@ def flagged_pair_table(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     config = TrainConfig.from_json(run.config_path.read_text(), source=str(run.config_path))
     memory = LossMemory.load(run.memory_path)
     flagged = flagged_pairs(memory)
-    data = load_dataset(config.data)
+    data = load_with_attributes(config.data, [config.attribute])
     attribute = data.attribute(config.attribute)
     rows = data.frame.set_index(data.frame["id"].astype(str)).loc[flagged["id"].astype(str)]
     faulty = flagged["is_faulty_issue"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "load_dataset",
     "load_fairvlmed",
     "load_manifest",
+    "load_with_attributes",
     "read_image",
     "small_group_warnings",
     "summarize",
@@ -63,6 +65,32 @@ def load_dataset(path: str | os.PathLike[str], **options: Any) -> PairTable:
         raise DataError(f"{path}: no such file or folder; expected a data folder or manifest")
     raise DataError(f"{path}: not a data set; expected a Harvard-FairVLMed folder or a "
                     ".csv/.parquet manifest")
+
+
+def load_with_attributes(path: str | os.PathLike[str], attributes: Sequence[str],
+                         **options: Any) -> PairTable:
+    """:func:`load_dataset` with ``attributes`` as a manifest's protected columns.
+
+    A manifest's attribute columns are whatever the caller names (its other columns are
+    carried along); a Harvard-FairVLMed folder brings its own, and must hold every name.
+
+    Raises
+    ------
+    DataError
+        A named attribute the data set does not have (listing the ones it has).
+    """
+    path = Path(path)
+    is_manifest = (path.suffix.lower() in CSV_SUFFIXES | PARQUET_SUFFIXES
+                   or any((path / name).is_file() for name in MANIFEST_NAMES))
+    names = list(dict.fromkeys(attributes))
+    if is_manifest and names:
+        options = {**options, "attributes": names}
+    table = load_dataset(path, **options)
+    absent = [name for name in names if name not in table.attributes]
+    if absent:
+        raise DataError(f"{path}: attribute(s) {', '.join(absent)} not found; expected some of "
+                        f"{', '.join(table.attributes) or 'none'}")
+    return table
 
 
 def _call(loader, path: Path, options: dict[str, Any]) -> PairTable:

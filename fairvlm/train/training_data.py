@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fairvlm.data import load_dataset
+from fairvlm.data import load_with_attributes
 from fairvlm.data.table import SPLITS, Attribute, PairTable
 from fairvlm.train.config import TrainConfig
 from fairvlm.train.sampler import GroupAwareBatchSampler
@@ -60,7 +60,8 @@ class TrainingData:
             Unreadable data, an unknown attribute, an empty train or validation split, or a
             group smaller than ``k_per_group`` (or too many groups for the batch).
         """
-        table, excluded = exclude_pairs(load_dataset(config.data), config.exclude)
+        table, excluded = exclude_pairs(
+            load_with_attributes(config.data, [config.attribute]), config.exclude)
         config.check_data(table)
         attribute = table.attribute(config.attribute)
         train_rows = table.split_indices("train")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fairvlm.data import PairTable, load_dataset, read_image, summarize, to_pil
+from fairvlm.data import PairTable, load_with_attributes, read_image, summarize, to_pil
 from fairvlm.errors import DataError
 from fairvlm.paths import require_within_roots
 
@@ -49,8 +49,7 @@ def load_table(path: str, attributes: tuple[str, ...], stamp: tuple[int, ...],
     ``stamp`` is :func:`path_stamp` of ``path`` and only keys the cache. The fingerprint is
     computed here, before the table is shared.
     """
-    options = {"attributes": list(attributes)} if attributes else {}
-    table = load_dataset(path, **options)
+    table = load_with_attributes(path, attributes)
     require_images_within(table, [Path(root) for root in roots])
     table.fingerprint()
     return table
