@@ -56,6 +56,7 @@ from fairvlm.data.table import (
     PairTable,
     check_note_length,
 )
+from fairvlm.data.text import decode_utf8
 from fairvlm.errors import ConfigError, DataError
 
 CSV_SUFFIXES = frozenset({".csv"})
@@ -94,14 +95,7 @@ def read_tabular(path: Path) -> pd.DataFrame:
     if suffix not in CSV_SUFFIXES:
         raise DataError(f"{path}: unsupported table type {suffix or '(none)'}; expected "
                         ".csv, .parquet or .pq")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
-                        f"{error.start}, line {line}); expected UTF-8, re-save the file as "
-                        "UTF-8") from None
+    text = decode_utf8(path.read_bytes(), str(path))
     try:
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=True)
     except pd.errors.EmptyDataError:

@@ -16,6 +16,7 @@ about 1e-4 (``--lr 1e-4``).
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import pandas as pd
 
 from fairvlm.config import JsonConfig
 from fairvlm.data.table import PairTable
+from fairvlm.data.text import decode_utf8
 from fairvlm.errors import ConfigError
 from fairvlm.metrics import DEFAULT_MIN_N
 from fairvlm.mining import DBPMConfig
@@ -189,7 +191,9 @@ def read_exclusions(path: str | Path) -> tuple[str, ...]:
     Raises
     ------
     ConfigError
-        Missing file, unknown extension, or no ``id`` column/field.
+        Missing file, unknown extension, unreadable CSV or JSON, or no ``id`` column/field.
+    DataError
+        A file that is not UTF-8 text.
     """
     file = Path(path)
     if not file.is_file():
@@ -199,16 +203,21 @@ def read_exclusions(path: str | Path) -> tuple[str, ...]:
     if suffix not in EXCLUSION_SUFFIXES:
         raise ConfigError(f"{file}: unsupported exclusions file; expected one of "
                           f"{', '.join(EXCLUSION_SUFFIXES)}")
+    text = decode_utf8(file.read_bytes(), str(file))
     if suffix == ".txt":
-        lines = (line.split("#", 1)[0].strip() for line in file.read_text().splitlines())
+        lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
         return tuple(line for line in lines if line)
     if suffix == ".csv":
-        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+            raise ConfigError(f"{file}: not a readable CSV ({str(error).strip()}); expected a "
+                              "header row with an id column") from None
         if "id" not in frame.columns:
             raise ConfigError(f"{file}: no id column; expected a column named id")
         return tuple(frame["id"].tolist())
     try:
-        items = json.loads(file.read_text())
+        items = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{file}: not valid JSON ({error.msg}); expected a list of ids"
                           ) from None

@@ -56,21 +56,50 @@ def load_table(path: str, attributes: tuple[str, ...], stamp: tuple[int, ...],
 
 
 def require_images_within(table: PairTable, roots: list[Path]) -> None:
-    """Refuse a table whose image files lie outside ``roots`` (e.g. a manifest's ``../x``).
+    """Refuse a table whose image files lie outside ``roots`` (a manifest's ``../x``, or a
+    symbolic link inside a root that points out of it).
+
+    Each image folder is resolved once; within a folder, only the entries that are symbolic
+    links (one directory listing, no stat per file) are resolved one by one.
 
     Raises
     ------
     DataError
-        Naming the first image outside the roots.
+        Naming the first image outside the roots (and where a link leads).
     """
-    folders = {os.path.dirname(str(ref).partition("::")[0]) for ref in table.frame["image"]}
-    for folder in sorted(folders):
+    files_by_folder: dict[str, list[str]] = {}
+    for ref in table.frame["image"]:
+        folder, name = os.path.split(str(ref).partition("::")[0])
+        files_by_folder.setdefault(folder, []).append(name)
+    for folder in sorted(files_by_folder):
+        first = os.path.join(folder, files_by_folder[folder][0])
         try:
             require_within_roots(folder, roots)
         except DataError:
-            listing = ", ".join(str(root) for root in roots)
-            raise DataError(f"{table.name}: images in {folder} lie outside the allowed data "
-                            f"roots; expected images under one of: {listing}") from None
+            raise _outside(first, roots) from None
+        for name in sorted(set(files_by_folder[folder]) & _symbolic_links(folder)):
+            link = os.path.join(folder, name)
+            target = os.path.realpath(link)
+            try:
+                require_within_roots(target, roots)
+            except DataError:
+                raise _outside(link, roots, target) from None
+
+
+def _symbolic_links(folder: str) -> set[str]:
+    """Names of the entries of ``folder`` that are symbolic links (none if unreadable)."""
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries if entry.is_symlink()}
+    except OSError:
+        return set()
+
+
+def _outside(image: str, roots: list[Path], target: str | None = None) -> DataError:
+    listing = ", ".join(str(root) for root in roots)
+    where = f" (a link to {target})" if target else ""
+    return DataError(f"{image}: image outside the allowed data roots{where}; expected images "
+                     f"under one of: {listing}")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -153,7 +153,7 @@ def test_manifest_pointing_outside_the_roots_is_refused(app_home: Path,
     app.button(key="data.load_server").click()
     run(app)
     assert len(app.error) == 1
-    assert "lie outside the allowed data roots" in app.error[0].value
+    assert "image outside the allowed data roots" in app.error[0].value
 
 
 def test_shuffle_and_filters_change_the_samples(app_home: Path) -> None:

@@ -104,7 +104,7 @@ def test_plain_escapes_markdown_and_streamlit_syntax() -> None:
 def test_images_outside_the_roots_are_refused(tmp_path: Path) -> None:
     table = _table(tmp_path)
     require_images_within(table, [tmp_path])
-    with pytest.raises(DataError, match="lie outside the allowed data roots") as caught:
+    with pytest.raises(DataError, match="image outside the allowed data roots") as caught:
         require_images_within(table, [tmp_path / "elsewhere"])
     assert str(tmp_path / "images") in str(caught.value)
 

@@ -87,8 +87,8 @@ CASES = [
     ConfigCase("unknown-device", (*TRAIN, "--device", "tpu"),
                "--device 'tpu': expected cpu, cuda or cuda:N", ("--device",)),
     ConfigCase("attribute-not-in-data", (*TRAIN[:6], "religion", *TRAIN[7:]),
-               "train config field attribute: 'religion'; expected an attribute of data (race, "
-               "gender, ethnicity, language, maritalstatus)", ("field attribute",)),
+               "{data}: attribute(s) religion not found; expected some of race, "
+               "gender, ethnicity, language, maritalstatus", ("religion",)),
     ConfigCase("run-config-not-json", RESUME,
                "{folder}/run/config.json: train config: not valid JSON (Expecting property name "
                "enclosed in double quotes at line 1, column 2)", ("{folder}/run/config.json",),
@@ -213,9 +213,6 @@ def test_the_data_page_shows_a_bad_upload_cap_in_one_line(app_user, messages,
     assert app_user.errors == [f"{MAX_BYTES_ENV}='lots': expected a positive number of bytes"]
 
 
-@pytest.mark.xfail(strict=True, reason="fairvlm/train/config.py read_exclusions reads .txt "
-                   "and .csv files without catching UnicodeDecodeError (and pandas errors): a "
-                   "traceback instead of one line")
 def test_exclusions_that_are_not_utf8_are_one_line(setting, robust_home: Path, run_cli,
                                                    messages) -> None:
     path = robust_home / "config-corpus" / "flagged-latin1.txt"
