@@ -107,6 +107,18 @@ def save_upload(name: str, content: BinaryIO, *, max_bytes: int | None = None,
         raise
 
 
+def discard_upload(stored: Path, *, root: Path | None = None) -> None:
+    """Delete the upload folder holding ``stored`` (a path :func:`save_upload` returned).
+
+    Only a folder directly inside ``root`` (default :func:`uploads_dir`) is ever deleted.
+    """
+    parent = (root if root is not None else uploads_dir()).resolve()
+    for folder in (Path(stored).resolve(), *Path(stored).resolve().parents):
+        if folder.parent == parent:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+
+
 def dataset_root(folder: Path) -> Path:
     """``folder``, or its only sub-folder when it holds nothing else."""
     entries = list(folder.iterdir())

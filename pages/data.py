@@ -12,7 +12,7 @@ from fairvlm.ui.feedback import user_errors
 from fairvlm.ui.sidebar import SYNTHETIC_NOTE
 from fairvlm.ui.state import AUTO_DEVICE, DataChoice, ModelChoice
 from fairvlm.ui.text import plain
-from fairvlm.uploads import max_upload_bytes, save_upload
+from fairvlm.uploads import discard_upload, max_upload_bytes, save_upload
 
 SOURCES = {
     "demo": "Built-in demo",
@@ -69,15 +69,19 @@ def choose_data() -> None:
         upload = st.file_uploader("Zip or CSV", type=["zip", "csv"], key="data.upload")
         attributes = _attribute_input("data.upload_attributes")
         limit_mb = st.get_option("server.maxUploadSize")
-        extracted_gib = max_upload_bytes() / 1024**3
-        st.caption(f"A zip of a Harvard-FairVLMed folder or of a folder with manifest.csv and "
-                   f"its images, or a CSV manifest whose image paths lie in the allowed roots. "
-                   f"Up to {limit_mb} MB per upload and {extracted_gib:.3g} GiB extracted.")
+        with user_errors():
+            extracted_gib = max_upload_bytes() / 1024**3
+            st.caption(f"A zip of a Harvard-FairVLMed folder or of a folder with manifest.csv "
+                       f"and its images, or a CSV manifest whose image paths lie in the allowed "
+                       f"roots. Up to {limit_mb} MB per upload and {extracted_gib:.3g} GiB "
+                       "extracted.")
         if st.button("Load upload", key="data.load_upload", type="primary",
                      disabled=upload is None):
             with user_errors():
                 stored = save_upload(upload.name, upload)
-                _switch_to(DataChoice("upload", str(stored), attributes, origin=upload.name))
+                if not _switch_to(DataChoice("upload", str(stored), attributes,
+                                             origin=upload.name)):
+                    discard_upload(stored)  # nothing to keep from an upload that cannot load
 
 
 def _attribute_input(key: str) -> tuple[str, ...]:
@@ -88,13 +92,18 @@ def _attribute_input(key: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
-def _switch_to(choice: DataChoice) -> None:
-    """Load ``choice`` and make it the data set in use; on failure keep the previous one."""
+def _switch_to(choice: DataChoice) -> bool:
+    """Load ``choice`` and make it the data set in use; on failure keep the previous one.
+
+    Returns whether it loaded (a failure is shown as one ``st.error`` line).
+    """
     with user_errors():
         table = current.load_choice(choice)
         state.set_data_choice(choice)
         st.success(f"Loaded {plain(table.name)}: {len(table):,} pairs.",
                    icon=":material/check_circle:")
+        return True
+    return False
 
 
 def choose_model() -> None:
@@ -120,8 +129,9 @@ def choose_model() -> None:
                "network); the demo model is trained on the demo data the first time (about 2 "
                "minutes on 2 CPU cores).")
     if st.button("Load model", key="model.load", type="primary", disabled=not spec.strip()):
-        state.set_model_choice(ModelChoice(spec.strip(), device))
-        with user_errors():
+        with user_errors():  # on failure the model in use stays the previous one
+            current.load_spec(spec.strip(), device)
+            state.set_model_choice(ModelChoice(spec.strip(), device))
             current.current_model()
     loaded = state.loaded_model()
     if loaded is not None:

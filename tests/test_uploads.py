@@ -14,6 +14,7 @@ from fairvlm.errors import ConfigError, DataError
 from fairvlm.uploads import (
     DEFAULT_MAX_BYTES,
     MAX_BYTES_ENV,
+    discard_upload,
     max_upload_bytes,
     save_upload,
     uploads_dir,
@@ -156,3 +157,16 @@ def test_cap_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv(MAX_BYTES_ENV, "lots")
     with pytest.raises(ConfigError, match=MAX_BYTES_ENV):
         max_upload_bytes()
+
+
+def test_discard_upload_removes_only_its_own_folder(tmp_path: Path) -> None:
+    root = tmp_path / "uploads"
+    stored = save_upload("pairs.zip", _zip({"FairVLMed/manifest.csv": b"image,text,label\n"}),
+                         root=root)
+    other = save_upload("other.csv", io.BytesIO(b"image,text,label\n"), root=root)
+    outside = tmp_path / "keep"
+    outside.mkdir()
+    discard_upload(stored, root=root)
+    discard_upload(outside, root=root)  # not an upload folder: left alone
+    assert not stored.exists() and other.exists() and outside.exists()
+    assert [p.parent for p in root.iterdir()] == [root]

@@ -23,6 +23,7 @@ import torch
 
 from fairvlm.models import save_checkpoint
 from fairvlm.models.architectures import DEMO_ARCH
+from fairvlm.ui.state import MODEL_KEY
 
 EXTENSIONS = ".safetensors, .pt, .pth, .bin, .ckpt"
 TORCH_SAVE = "expected a file written by torch.save, or a .safetensors file"
@@ -229,7 +230,8 @@ def test_the_app_shows_the_same_lines(corpus, app_user, robust_home: Path, messa
         app_user.load_model(built.spec)
         if len(app_user.errors) != 1 or not messages.shown(built.message, app_user.errors):
             wrong.append((case.name, app_user.errors))
-        if app_user.model_in_use != in_use:
+        if (app_user.model_in_use != in_use
+                or app_user.app.session_state[MODEL_KEY].spec != in_use.spec):
             wrong.append((case.name, "the model in use changed"))
         if snapshot(robust_home) != before:
             wrong.append((case.name, "files under the home changed"))

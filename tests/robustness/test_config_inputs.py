@@ -200,9 +200,6 @@ def test_the_fine_tune_page_refuses_the_same(app_env: Path, setting, messages,
     assert [path.name for path in runs.iterdir()] == ["run"]
 
 
-@pytest.mark.xfail(strict=True, reason="pages/data.py computes max_upload_bytes() for the "
-                   "upload caption outside user_errors(), so a bad FAIRVLM_UPLOAD_MAX_BYTES "
-                   "crashes the page instead of showing its one line")
 def test_the_data_page_shows_a_bad_upload_cap_in_one_line(app_user, messages,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
