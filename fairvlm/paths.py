@@ -9,6 +9,7 @@ the DBPM memory) are written with :func:`atomic_write`.
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -98,6 +99,13 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         Path(temp_name).unlink(missing_ok=True)
         raise
     _fsync_folder(target.parent)
+
+
+def temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files :func:`atomic_write` left for ``path`` when its process was killed
+    mid-write (``.<name>.<random>.tmp`` in the same folder); never valid data."""
+    target = Path(path)
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
 
 
 def _fsync_folder(folder: Path) -> None:

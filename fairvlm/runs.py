@@ -13,16 +13,20 @@ One folder per run::
 Only the worker writes; readers (the app, ``fairvlm`` commands) never see a half-written
 JSON, checkpoint or memory file because each is written to a temporary file and renamed
 (:func:`fairvlm.paths.atomic_write`). ``metrics.jsonl`` is appended; a crash can leave a
-partial last line, which readers ignore and the next append removes.
+partial last line, which readers ignore and the next append removes. A worker killed mid-write
+leaves only temporary files (``.<name>.<random>.tmp``), which no reader opens and the resumed
+worker deletes (:meth:`RunDir.remove_temp_files`). One worker at a time writes a run: it holds
+:meth:`RunDir.writer_lock`, which a second worker on the same folder is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +35,11 @@ from typing import Any
 from fairvlm import paths
 from fairvlm.errors import ConfigError, DataError, FairVLMError
 from fairvlm.mining import MEMORY_FILE
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks (see RunDir.writer_lock)
+    fcntl = None  # type: ignore[assignment]
 
 STATES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
 CHECKPOINT_PATTERN = re.compile(r"^e(\d+)-s(\d+)\.safetensors$")
@@ -130,8 +139,7 @@ class RunDir:
                                   f"{field} differs); choose a new run directory")
             return self
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-            raise ConfigError(f"{self.path}: exists and is not an empty folder or a fairvlm "
-                              "run; choose a new run directory")
+            raise _not_a_run(self.path)
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.config_path, wanted)
         write_json_atomic(self.status_path, asdict(RunStatus(updated=_now())))
@@ -186,6 +194,20 @@ class RunDir:
                                 "JSON object per line") from None
         return records
 
+    def truncate_metrics(self, step: int) -> None:
+        """Keep the complete lines of ``metrics.jsonl`` up to ``step`` (a resumed run redoes
+        the steps after its checkpoint) and drop a partial last line; rewritten atomically."""
+        if not self.metrics_path.exists():
+            return
+        torn = not self.metrics_path.read_bytes().endswith(b"\n")
+        records = self.read_metrics()
+        kept = [record for record in records if record["step"] <= step]
+        if len(kept) == len(records) and not torn:
+            return
+        with paths.atomic_write(self.metrics_path) as handle:
+            for record in kept:
+                handle.write((json.dumps(record, allow_nan=False) + "\n").encode())
+
     def checkpoint_path(self, epoch: int, step: int) -> Path:
         """Where the checkpoint of ``epoch``/``step`` goes: ``checkpoints/e0003-s000001200...``."""
         return self.checkpoints_dir / f"e{epoch:04d}-s{step:09d}.safetensors"
@@ -200,6 +222,54 @@ class RunDir:
             if match and path.is_file():
                 found.append(((int(match[1]), int(match[2])), path))
         return max(found)[1] if found else None
+
+    def remove_temp_files(self) -> None:
+        """Delete the temporary files a killed worker left for the run's own files (status,
+        metrics, memory, evaluation). Checkpoint leftovers are the training loop's to clean."""
+        for target in (self.status_path, self.metrics_path, self.memory_path, self.eval_path):
+            for temp in paths.temp_files(target):
+                temp.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[RunDir]:
+        """Hold the run for writing, so that two workers never write one run folder at once.
+
+        An exclusive advisory lock (``flock``) on the run folder itself, which is created if
+        missing (and removed again at the end if it is still empty). The operating system
+        releases the lock when the block ends or the process dies, ``kill -9`` included, so a
+        killed run can be resumed at once. Without ``fcntl`` (Windows) nothing is locked.
+
+        Raises
+        ------
+        ConfigError
+            If another process holds the lock (a worker is writing this run), or the path is
+            a file.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise _not_a_run(self.path)
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise ConfigError(f"{self.path}: another process is writing this run "
+                                      f"(worker pid {self._status_pid()}); wait for it to end "
+                                      "or cancel it, then resume") from None
+            yield self
+        finally:
+            os.close(fd)
+            if created:
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()  # only succeeds while empty: nothing was written
+
+    def _status_pid(self) -> int | str:
+        try:
+            return self.read_status().pid or "unknown"
+        except FairVLMError:
+            return "unknown"
 
     def log(self, line: str) -> None:
         """Append a time-stamped line to ``log.txt``."""
@@ -267,6 +337,11 @@ def _plain(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def _not_a_run(path: Path) -> ConfigError:
+    return ConfigError(f"{path}: exists and is not an empty folder or a fairvlm run; choose a "
+                       "new run directory")
 
 
 def _first_difference(held: Any, wanted: Any, prefix: str = "") -> str:

@@ -36,7 +36,6 @@ the CPU it ends with the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -56,7 +55,6 @@ from fairvlm.metrics import AttributeReport
 from fairvlm.mining import LossMemory
 from fairvlm.models import load_model, read_checkpoint, resolve_device
 from fairvlm.models.loading import LoadedModel
-from fairvlm.paths import atomic_write
 from fairvlm.runs import RunDir, write_json_atomic
 from fairvlm.scoring import check_prompts
 from fairvlm.train import distributed, state
@@ -72,6 +70,7 @@ from fairvlm.train.losses import (
 )
 from fairvlm.train.scope import parameter_groups, select_trainable
 from fairvlm.train.training_data import TrainingData
+from fairvlm.train.worker import kill_point
 
 MAX_LOGIT_SCALE = 100.0
 STATUS_INTERVAL_S = 1.0
@@ -132,18 +131,20 @@ def train(config: TrainConfig, run_dir: str | os.PathLike[str], *, resume: bool 
     Raises
     ------
     FairVLMError
-        A bad setting, data set or model, or a run folder holding another run. These are
-        raised before the run folder is written.
+        A bad setting, data set or model, a run folder holding another run, or a run another
+        process is writing (:meth:`fairvlm.runs.RunDir.writer_lock`). These are raised before
+        the run folder is written.
     """
     run = RunDir(run_dir)
     job, device = distributed.init_from_env(resolve_device(config.device))
     try:
         data = TrainingData.load(config, rank=job.rank, world_size=job.world_size)
-        if job.is_main:
-            _check_run_folder(run, config, resume)
-        with _deterministic(device):
-            trainer = _Trainer(config, data, run, job, device, progress=progress)
-            return trainer.fit(resume=resume, stop=stop, on_step=on_step)
+        with run.writer_lock() if job.is_main else contextlib.nullcontext():
+            if job.is_main:
+                _check_run_folder(run, config, resume)
+            with _deterministic(device):
+                trainer = _Trainer(config, data, run, job, device, progress=progress)
+                return trainer.fit(resume=resume, stop=stop, on_step=on_step)
     finally:
         distributed.shutdown(job)
 
@@ -223,7 +224,7 @@ class _Trainer:
                 local = slice(self.job.rank * self.sampler.local_batch_size,
                               (self.job.rank + 1) * self.sampler.local_batch_size)
                 inputs = self.encoder.batches([self.data.train_rows[b[local]] for b in batches])
-                records = []
+                records = self._logged_steps(epoch) if start_step else []
                 for epoch_step, (rows, batch_inputs) in enumerate(zip(batches, inputs,
                                                                       strict=True),
                                                                   start=start_step):
@@ -249,6 +250,7 @@ class _Trainer:
         if resume:
             if self.run is not None:
                 self._remove_incomplete_files()
+                self.run.remove_temp_files()
             found = state.complete_checkpoints(self.run_dir.checkpoints_dir)
             latest = found[-1] if found else None
         start = (0, 0)
@@ -261,7 +263,7 @@ class _Trainer:
                      else (progress.epoch, progress.epoch_step))
         if self.run is not None:
             self.run.create(self.config.to_dict())
-            _truncate_metrics(self.run, self.step if latest is not None else -1)
+            self.run.truncate_metrics(self.step if latest is not None else -1)
             if latest is not None:
                 self.memory.save(self.run.memory_path)
                 self._log(f"resumed from {latest.model_path.name} at epoch {start[0]}, "
@@ -305,6 +307,7 @@ class _Trainer:
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = clip_grad_norm_(self.parameters, max_norm)
         self.optimizer.step()
+        kill_point("step")
         with torch.no_grad():
             self.model.logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
         self.step += 1
@@ -322,6 +325,14 @@ class _Trainer:
         if on_gpu:
             record["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         return record
+
+    def _logged_steps(self, epoch: int) -> list[dict[str, Any]]:
+        """The step lines of ``epoch`` already in ``metrics.jsonl`` (a run resumed mid-epoch;
+        later lines were cut in :meth:`_open`), so that the epoch line covers every step."""
+        if self.run is None:
+            return []
+        return [record for record in self.run.read_metrics()
+                if record["kind"] == "step" and record["epoch"] == epoch]
 
     def _reference_group_logits(self, epoch: int, epoch_step: int,
                                 scale: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -455,6 +466,7 @@ class _Trainer:
     def _evaluate(self, split: str, *, n_bootstrap: int) -> AttributeReport:
         subset = self.data.splits[split]
         embeddings = self.encoder.split_image_embeddings(subset)
+        kill_point("eval")
         return zero_shot_report(self.loaded, embeddings, subset, self.data.attribute,
                                 self.prompts,
                                 min_n=self.config.eval_min_n, n_bootstrap=n_bootstrap,
@@ -538,17 +550,6 @@ def _epoch_means(records: list[dict[str, Any]]) -> dict[str, float]:
         if values:
             means[key] = float(np.mean(values))
     return means
-
-
-def _truncate_metrics(run: RunDir, step: int) -> None:
-    """Drop metrics lines past ``step`` (written after the checkpoint a run resumes from)."""
-    records = run.read_metrics()
-    kept = [record for record in records if record["step"] <= step]
-    if len(kept) == len(records):
-        return
-    with atomic_write(run.metrics_path) as handle:
-        for record in kept:
-            handle.write((json.dumps(record, allow_nan=False) + "\n").encode())
 
 
 def _fmt(value: float | None) -> str:

@@ -34,6 +34,7 @@ from fairvlm.mining import LossMemory
 from fairvlm.models.checkpoints import read_checkpoint, save_checkpoint
 from fairvlm.paths import atomic_write
 from fairvlm.runs import CHECKPOINT_PATTERN, write_json_atomic
+from fairvlm.train.worker import kill_point
 
 OPTIMIZER_SUFFIX = ".optimizer.safetensors"
 MEMORY_SUFFIX = ".memory.npz"
@@ -108,8 +109,10 @@ def save(checkpoint: Checkpoint, *, model: torch.nn.Module, arch: str,
             tensors[f"rng.cuda.{index}"] = rng
     with atomic_write(checkpoint.optimizer_path) as handle:
         handle.write(safetensors.torch.save(tensors))
+        kill_point("checkpoint")
     memory.save(checkpoint.memory_path)
     write_json_atomic(checkpoint.state_path, asdict(progress))
+    kill_point("checkpoint")
     save_checkpoint(model, checkpoint.model_path, arch=arch)
 
 
