@@ -65,7 +65,11 @@ def require_within_roots(path: str | os.PathLike[str], roots: list[Path] | None 
         If the resolved path (symlinks followed) is outside every root.
     """
     allowed = data_roots() if roots is None else roots
-    resolved = Path(path).expanduser().resolve()
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as error:  # NUL byte, symlink loop
+        raise DataError(f"{path!r}: not a usable path ({error}); expected a file or folder "
+                        "path") from None
     for root in allowed:
         if resolved == root or root in resolved.parents:
             return resolved

@@ -273,12 +273,10 @@ def test_a_symlinked_image_does_not_lead_out_of_the_roots(app_user, robust_home:
                                f"{robust_home}"]
 
 
-@pytest.mark.xfail(strict=True, reason="fairvlm/paths.py require_within_roots lets the "
-                   "ValueError of Path.resolve (embedded null byte) through: it should refuse "
-                   "such a path with a DataError")
 def test_a_path_with_a_nul_byte_is_one_line(app_user, robust_home: Path, messages) -> None:
     app_user.load_server(f"{robust_home}/demo\x00/data")
-    assert len(app_user.errors) == 1 and "\n" not in app_user.errors[0]
+    assert app_user.errors == [f"'{robust_home}/demo\\x00/data': not a usable path (embedded "
+                               "null byte); expected a file or folder path"]
 
 
 def test_nothing_was_written_outside_the_roots() -> None:
