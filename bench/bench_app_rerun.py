@@ -16,7 +16,8 @@ median of ``--repeats`` reruns after
   in-memory cache;
 - a new setting (minimum group size): only the metric report is recomputed (the scores and the
   distribution distances come from the audit's stage memo, fairvlm.memo.Memo);
-- a new attribute: its report and its distribution distances are computed.
+- another attribute, once the page's background audit of the other attributes (same settings)
+  has finished: a memo hit.
 
 Bad pairs page: the first listing (pair scores of every split and the detectors), then reruns
 after a filter, a sort and a page turn. Last, the browser's filter + sort + page on a synthetic
@@ -31,6 +32,7 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,11 +95,18 @@ def bench_audit(app, repeats: int) -> None:
 
     report("new setting (min group size: its report recomputed)",
            alternating(app, repeats, [new_min_n]))
+    from fairvlm.ui import audit_view
+
+    config = app.session_state[audit_view.CONFIG_KEY]
     start = time.perf_counter()
-    rerun(app, lambda: (app.multiselect(key="audit.attributes").set_value(["gender"]),
-                        app.button(key="audit.run").click()))
-    report("new attribute (gender: its report and distances computed)",
-           time.perf_counter() - start)
+    for thread in threading.enumerate():  # the page audits the other attributes meanwhile
+        if thread.name == "fairvlm-audit-warm-up":
+            thread.join()
+    print(f"  (background audit of the other attributes of the last config finished "
+          f"{time.perf_counter() - start:.1f} s later; min-n {config.min_n})")
+    report("another attribute (gender), after the background audit",
+           rerun(app, lambda: (app.multiselect(key="audit.attributes").set_value(["gender"]),
+                               app.button(key="audit.run").click())))
 
 
 def bench_bad_pairs(app, repeats: int) -> None:

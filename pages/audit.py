@@ -48,6 +48,7 @@ def main() -> None:
     with user_errors():
         result = audit_view.audit(table, loaded, config)
         show(result)
+        audit_view.warm_up_other_attributes(table, loaded, config)
 
 
 def settings(table: PairTable, loaded: LoadedModel) -> None:

@@ -6,7 +6,9 @@ the numbers reruns :func:`fairvlm.audit.run_audit` with one :class:`fairvlm.memo
 by every session, so only the stages that read the changed setting are computed again (a new
 minimum group size recomputes the metric report of the attributes on screen, not the scores or
 the distribution distances), from the embeddings cached on disk
-(:func:`fairvlm.scoring.compute_embeddings`), never the embeddings themselves.
+(:func:`fairvlm.scoring.compute_embeddings`), never the embeddings themselves. After an audit
+is shown, the table's other attributes are audited under the same settings in a background
+thread (:func:`warm_up_other_attributes`), so picking another attribute is a memo hit too.
 
 Tables show every number as text: an undefined value reads ``undefined`` followed by its
 reason, never 0 or a blank.
@@ -14,7 +16,9 @@ reason, never 0 or a blank.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -22,6 +26,7 @@ import streamlit as st
 from fairvlm.audit import AuditResult, DistributionView, run_audit
 from fairvlm.config import AuditConfig
 from fairvlm.data import PairTable
+from fairvlm.errors import FairVLMError
 from fairvlm.memo import Memo
 from fairvlm.metrics import AttributeReport, Estimate
 from fairvlm.models import LoadedModel
@@ -49,6 +54,37 @@ def cached_audit(data_fingerprint: str, model_fingerprint: str, config_json: str
     The result is shared by every session (read-only); errors are not cached.
     """
     return run_audit(_table, _loaded, AuditConfig.from_json(config_json), memo=stage_memo())
+
+
+@st.cache_resource(max_entries=_AUDITS_KEPT, show_spinner=False)
+def _warm_up(data_fingerprint: str, model_fingerprint: str, config_json: str,
+             _table: PairTable, _loaded: LoadedModel) -> threading.Thread:
+    """Start, once per key, a background thread that audits every other single attribute of
+    the table under the same settings into :func:`stage_memo` (results dropped, stages kept),
+    so that choosing another attribute next finds its report and distances computed."""
+    config = AuditConfig.from_json(config_json)
+    on_screen = set(config.attribute_parts())
+    others = [name for name in _table.attributes if (name,) not in on_screen]
+
+    def audit_others() -> None:
+        for name in others:
+            try:
+                run_audit(_table, _loaded, replace(config, attributes=(name,)),
+                          memo=stage_memo())
+            except FairVLMError:  # e.g. a single group: shown when the user picks it
+                continue
+
+    thread = threading.Thread(target=audit_others, name="fairvlm-audit-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up_other_attributes(table: PairTable, loaded: LoadedModel,
+                             config: AuditConfig) -> threading.Thread:
+    """Audit the table's other attributes in the background (see :func:`_warm_up`); the
+    thread, for callers that want to wait for it."""
+    return _warm_up(table.fingerprint(), loaded.fingerprint, config.to_json(indent=None), table,
+                    loaded)
 
 
 def audit(table: PairTable, loaded: LoadedModel, config: AuditConfig) -> AuditResult:

@@ -7,6 +7,7 @@ the embeddings) by counting calls.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,7 @@ def test_display_widgets_reuse_the_audit_and_settings_reuse_the_embeddings(
                         lambda *a, **k: audits.append(1) or real_audit(*a, **k))
     monkeypatch.setattr(embeddings_module, "_encode",
                         lambda *a, **k: encodings.append(1) or real_encode(*a, **k))
+    monkeypatch.setattr(audit_view, "warm_up_other_attributes", lambda *a: None)
     audit_view.cached_audit.clear()
     app = _open(home)
     before = (len(audits), len(encodings))
@@ -112,6 +114,23 @@ def test_display_widgets_reuse_the_audit_and_settings_reuse_the_embeddings(
     _submit(app)
     assert len(audits) == before[0] + 1 and len(encodings) == before[1]
     assert any(c.value.startswith("Note: hidden") for c in app.caption)
+
+
+def test_other_attributes_are_audited_in_the_background(home: Path) -> None:
+    """After the first audit, choosing another attribute finds every stage in the memo."""
+    audit_view.cached_audit.clear()
+    audit_view.stage_memo().clear()
+    audit_view._warm_up.clear()
+    app = _open(home)
+    for thread in threading.enumerate():
+        if thread.name == "fairvlm-audit-warm-up":
+            thread.join(timeout=120)
+    memo = audit_view.stage_memo()
+    misses = memo.misses
+    app.multiselect(key="audit.attributes").set_value(["gender"])
+    _submit(app)
+    assert [h.value for h in app.subheader][:1] == ["By gender"]
+    assert memo.misses == misses and memo.hits > 0
 
 
 def test_empty_prompts_are_one_error_line(home: Path) -> None:
