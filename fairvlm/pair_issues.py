@@ -2,9 +2,11 @@
 
 Input: the pair scores of :func:`score_pairs`, one row per pair of any split: ``id, split,
 label``, the within-split scores of :func:`fairvlm.scoring.pair_scores` (``similarity, loss,
-rank, margin``), and the zero-shot ``p(glaucoma)`` of the image (``image_probability``) and of
-the note (``note_probability``: the note's text embedding scored against the same class
-prompts as the image, so it is the class the note states).
+rank, margin``, and ``negatives, sampled``: how many other notes they are computed against and
+whether those are a random sample of a large split, the rank then an estimate), and the
+zero-shot ``p(glaucoma)`` of the image (``image_probability``) and of the note
+(``note_probability``: the note's text embedding scored against the same class prompts as the
+image, so it is the class the note states).
 
 Output of :func:`find_pair_issues`: one row per pair, keyed by ``id``; for every issue kind a
 ``<kind>_score`` (higher = more suspicious) and a boolean ``is_<kind>_issue``. Below, within
@@ -60,11 +62,13 @@ from fairvlm.mining import LossMemory, flagged_pairs
 from fairvlm.models.loading import LoadedModel
 from fairvlm.scoring import (
     CLASS_NAMES,
+    SCORE_COLUMNS,
     check_prompts,
     compute_embeddings,
     pair_scores,
     zero_shot_probabilities,
 )
+from fairvlm.scoring.pairs import MAX_NEGATIVES
 
 KINDS: tuple[str, ...] = ("mismatch", "label_disagreement", "bad_pair")
 DBPM_KINDS: tuple[str, ...] = ("faulty", "noisy")
@@ -107,13 +111,16 @@ class IssueSettings:
 
 def score_pairs(loaded: LoadedModel, table: PairTable, *,
                 prompts: Mapping[int, Sequence[str]] | None = None,
-                use_logit_scale: bool = True, progress: bool = False) -> pd.DataFrame:
+                use_logit_scale: bool = True, max_negatives: int = MAX_NEGATIVES,
+                progress: bool = False) -> pd.DataFrame:
     """The detectors' input for every pair of ``table``, in table order.
 
-    Columns ``id, split, label, similarity, loss, rank, margin`` (within each split, see
-    :func:`fairvlm.scoring.pair_scores`), ``image_probability`` and ``note_probability``
-    (zero-shot ``p(glaucoma)`` of the image and of the note with ``prompts``, default the
-    model's). Embeddings come from the on-disk cache when present.
+    Columns ``id, split, label, similarity, loss, rank, margin, negatives, sampled`` (within
+    each split, see :func:`fairvlm.scoring.pair_scores`: a split of more than
+    ``max_negatives + 1`` pairs is scored against a seeded sample of ``max_negatives``
+    negatives), ``image_probability`` and ``note_probability`` (zero-shot ``p(glaucoma)`` of
+    the image and of the note with ``prompts``, default the model's). Embeddings come from the
+    on-disk cache when present.
 
     Raises
     ------
@@ -123,12 +130,12 @@ def score_pairs(loaded: LoadedModel, table: PairTable, *,
     checked = check_prompts(prompts or loaded.default_prompts)
     embeddings = compute_embeddings(loaded, table, progress=progress)
     splits = table.frame["split"].to_numpy()
-    parts = [pair_scores(embeddings, table, split=split).set_index(table.split_indices(split))
-             for split in pd.unique(splits)]
+    parts = [pair_scores(embeddings, table, split=split, max_negatives=max_negatives)
+             .set_index(table.split_indices(split)) for split in pd.unique(splits)]
     scores = pd.concat(parts).sort_index()
     frame = pd.DataFrame({"id": table.ids.astype(str), "split": splits,
                           "label": table.labels})
-    for column in ("similarity", "loss", "rank", "margin"):
+    for column in SCORE_COLUMNS[1:]:
         frame[column] = scores[column].to_numpy()
     frame["image_probability"] = zero_shot_probabilities(
         loaded, embeddings.image, checked, use_logit_scale=use_logit_scale)
@@ -236,10 +243,12 @@ def explain(row: Mapping[str, object], settings: IssueSettings | None = None) ->
     share = f"{settings.flag_fraction:.0%}"
     reasons = []
     if row.get("is_mismatch_issue"):
+        sampled = (f", estimated from {int(row['negatives']):,} sampled notes"
+                   if row.get("sampled") else "")
         reasons.append(
             f"Mismatch: among the top {share} of its split by loss ({float(row['loss']):.3g}), "
             f"low similarity ({float(row['similarity']):.3f}) and true-note rank "
-            f"({int(row['rank'])}).")
+            f"({int(row['rank']):,}{sampled}).")
     if row.get("is_label_disagreement_issue"):
         image, note = float(row["image_probability"]), float(row["note_probability"])
         reasons.append(

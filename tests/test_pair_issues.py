@@ -125,6 +125,22 @@ def test_bad_pair_score_rank_averages_dbpm_z_rank_and_disagreement() -> None:
     assert "DBPM faulty" in reasons and f"{z[5]:.2f} standard deviations above" in reasons
 
 
+def test_the_mismatch_reason_says_when_the_rank_is_estimated() -> None:
+    scores = _scores().assign(negatives=29, sampled=False)
+    scores.loc[30:, ["negatives", "sampled"]] = (2000, True)
+    scores.loc[30:, "rank"] *= 1000
+    issues = find_pair_issues(scores)
+    rows = {split: int(np.flatnonzero(issues["is_mismatch_issue"]
+                                      & (scores["split"] == split))[0])
+            for split in ("train", "test")}
+    reasons = {split: explain({**scores.iloc[row].to_dict(), **issues.iloc[row].to_dict()})[0]
+               for split, row in rows.items()}
+    train, test = scores.iloc[rows["train"]], scores.iloc[rows["test"]]
+    assert reasons["train"].endswith(f"true-note rank ({train['rank']}).")
+    assert reasons["test"].endswith(
+        f"true-note rank ({test['rank']:,}, estimated from 2,000 sampled notes).")
+
+
 def test_a_memory_of_other_data_and_bad_settings_are_user_errors() -> None:
     scores = _scores()
     other = LossMemory(["x", "y"], epochs=2)
@@ -149,6 +165,15 @@ def test_score_pairs_matches_the_model_run_directly(small_demo_dir, tiny_checkpo
     expected = pair_scores(embeddings, table, split="test")
     np.testing.assert_allclose(scores.loc[test_rows, "loss"], expected["loss"])
     assert (scores.loc[test_rows, "rank"].to_numpy() == expected["rank"].to_numpy()).all()
+    assert not scores["sampled"].any()
+    # Splits above max_negatives + 1 pairs are scored against a sample, the others exactly.
+    capped = score_pairs(loaded, table, prompts=prompts, max_negatives=5)
+    for split in ("train", "val", "test"):
+        rows = table.split_indices(split)
+        expected = pair_scores(embeddings, table, split=split, max_negatives=5)
+        assert capped.loc[rows, "sampled"].tolist() == [len(rows) > 6] * len(rows)
+        for column in ("loss", "rank", "negatives"):
+            np.testing.assert_array_equal(capped.loc[rows, column], expected[column])
     # Zero-shot p(glaucoma) of three notes, from the towers themselves.
     rows = test_rows[:3]
     with torch.inference_mode():

@@ -50,11 +50,13 @@ def _naive(U: np.ndarray, V: np.ndarray, s: float) -> dict[str, np.ndarray]:
             "margin": own - wrong.max(axis=1) if len(U) > 1 else np.full(len(U), np.nan)}
 
 
-@pytest.mark.parametrize(("block_rows", "scale"), [(1024, 14.3), (7, 14.3), (5, 100.0)])
-def test_matches_naive_computation(block_rows: int, scale: float,
+@pytest.mark.parametrize(("block_entries", "scale"),
+                         [(2**22, 14.3), (7 * 24, 14.3), (5 * 24, 100.0)])
+def test_matches_naive_computation(block_entries: int, scale: float,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Several row blocks (a streaming column log-sum-exp) and a large logit scale included."""
-    monkeypatch.setattr(pairs_module, "BLOCK_ROWS", block_rows)
+    """Several row blocks of 7 or 5 of the 24 rows (a streaming column log-sum-exp) and a large
+    logit scale included."""
+    monkeypatch.setattr(pairs_module, "BLOCK_ENTRIES", block_entries)
     splits = ["train", "test", "test", "val"] * 12
     table = _table(splits)
     embeddings = _embeddings(table, scale=scale)
@@ -67,6 +69,7 @@ def test_matches_naive_computation(block_rows: int, scale: float,
     np.testing.assert_allclose(scores["loss"], reference["loss"], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(scores["rank"], reference["rank"])
     np.testing.assert_allclose(scores["margin"], reference["margin"], atol=1e-6)
+    assert (scores["negatives"] == 23).all() and not scores["sampled"].any()
     assert (scores["rank"] == 1).mean() > 0.3  # the data make matched pairs likely best
     np.testing.assert_array_equal(scores["margin"] > 0, scores["rank"] == 1)
 
@@ -111,7 +114,7 @@ def test_empty_split_is_refused() -> None:
 
 def test_memory_stays_below_the_full_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
     n = 3000
-    monkeypatch.setattr(pairs_module, "BLOCK_ROWS", 256)
+    monkeypatch.setattr(pairs_module, "BLOCK_ENTRIES", 256 * n)
     table = _table(["test"] * n)
     embeddings = _embeddings(table, d=32)
     tracemalloc.start()
