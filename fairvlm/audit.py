@@ -277,6 +277,11 @@ def run_audit(table: PairTable, loaded_model: LoadedModel, config: AuditConfig |
         warnings.append(f"Sinkhorn divergences not computed: {len(split_rows)} pairs is above "
                         f"sinkhorn_max_pairs = {config.sinkhorn_max_pairs}; the exact W2^2/2, "
                         "their blur -> 0 limit, is reported")
+    if bool(scores["sampled"].any()):
+        sampled = int(scores["negatives"].max())
+        warnings.append(f"per-pair loss, rank and margin of the {len(split_rows):,} pairs are "
+                        f"estimated against {sampled:,} sampled notes of the split (exact up to "
+                        f"{sampled + 1:,} pairs; fairvlm.scoring.pairs)")
     if overall["auc"] is None:
         warnings.append(f"AUC undefined: split {config.split!r} holds a single class "
                         f"({overall['n']} pairs, {overall['positives']} positive)")

@@ -27,6 +27,7 @@ PAGE_SIZES = (10, 25, 50)
 TILE_LABELS = {"bad_pair": "Bad pairs (combined)", "mismatch": "Mismatch",
                "label_disagreement": "Label disagreement", "faulty": "DBPM faulty",
                "noisy": "DBPM noisy"}
+SAMPLED_COLUMNS = ("loss", "rank", "margin")  # against a sample of notes in a large split
 DECISION_LABELS = {"keep": "Keep", "exclude": "Exclude", "wrong_note": "Wrong note"}
 SCORE_LINES = (("similarity", "similarity", ".3f"), ("loss", "loss", ".3g"),
                ("rank", "true-note rank", "d"), ("margin", "margin", ".3f"),
@@ -264,7 +265,10 @@ def _score_line(row: pd.Series, column: str, label: str, spec: str) -> str:
     value = row.get(column)
     if value is None or pd.isna(value):
         return f"{label}: undefined"
-    return f"{label}: **{format(int(value) if spec == 'd' else float(value), spec)}**"
+    line = f"{label}: **{format(int(value) if spec == 'd' else float(value), spec)}**"
+    if column in SAMPLED_COLUMNS and bool(row.get("sampled", False)):
+        line += f" (estimated from {int(row['negatives']):,} sampled notes)"
+    return line
 
 
 def _save_decision(book: DecisionFile, pair_id: str, key: str, model_fingerprint: str) -> None:

@@ -256,3 +256,16 @@ def test_a_shared_memo_recomputes_only_the_stages_a_setting_reads(table, loaded)
         assert computed == expected, change
         fresh = run_audit(table, loaded, config)
         assert memoized.to_dict() | {"created": None} == fresh.to_dict() | {"created": None}
+
+
+def test_sampled_pair_scores_are_announced(table, loaded, monkeypatch) -> None:
+    real = audit_module.pair_scores
+    monkeypatch.setattr(audit_module, "pair_scores",
+                        lambda *a, **k: real(*a, **k, max_negatives=20))
+    result = run_audit(table, loaded, replace(CONFIG, attributes=("race",), **QUICK))
+    n = result.overall["n"]
+    assert (f"per-pair loss, rank and margin of the {n:,} pairs are estimated against 20 "
+            "sampled notes of the split (exact up to 21 pairs; fairvlm.scoring.pairs)"
+            ) in result.warnings
+    assert not any("sampled" in line for line in run_audit(
+        table, loaded, replace(CONFIG, attributes=("race",), **QUICK)).warnings)
