@@ -267,5 +267,6 @@ def test_sampled_pair_scores_are_announced(table, loaded, monkeypatch) -> None:
     assert (f"per-pair loss, rank and margin of the {n:,} pairs are estimated against 20 "
             "sampled notes of the split (exact up to 21 pairs; fairvlm.scoring.pairs)"
             ) in result.warnings
+    monkeypatch.undo()
     assert not any("sampled" in line for line in run_audit(
         table, loaded, replace(CONFIG, attributes=("race",), **QUICK)).warnings)
