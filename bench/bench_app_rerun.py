@@ -32,7 +32,6 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,9 +98,7 @@ def bench_audit(app, repeats: int) -> None:
 
     config = app.session_state[audit_view.CONFIG_KEY]
     start = time.perf_counter()
-    for thread in threading.enumerate():  # the page audits the other attributes meanwhile
-        if thread.name == "fairvlm-audit-warm-up":
-            thread.join()
+    audit_view.warm_up().wait()  # the page audits the other attributes meanwhile
     print(f"  (background audit of the other attributes of the last config finished "
           f"{time.perf_counter() - start:.1f} s later; min-n {config.min_n})")
     report("another attribute (gender), after the background audit",

@@ -15,11 +15,13 @@ from typing import Any
 
 
 class Memo:
-    """Least-recently-used memo of up to ``max_entries`` values.
+    """Least-recently-used memo of up to ``max_entries`` values, computing each key once.
 
-    ``compute`` runs outside the lock, so a slow stage does not block other keys; two
-    sessions asking for the same new key at once may both compute it (the results are equal,
-    one is kept). An exception from ``compute`` propagates and stores nothing.
+    ``compute`` runs outside the lock, so a slow stage does not block other keys. A thread
+    asking for a key another thread is computing waits for that result instead of computing
+    it again (two sessions, or a session and a background warm-up, share the work). An
+    exception from ``compute`` propagates to its caller and stores nothing; a waiting thread
+    then computes the key itself.
     """
 
     def __init__(self, max_entries: int = 128) -> None:
@@ -27,24 +29,36 @@ class Memo:
             raise ValueError(f"max_entries: expected at least 1, got {max_entries}")
         self.max_entries = max_entries
         self._values: OrderedDict[Hashable, Any] = OrderedDict()
+        self._computing: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def __call__(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._values:
+        while True:
+            with self._lock:
+                if key in self._values:
+                    self._values.move_to_end(key)
+                    self.hits += 1
+                    return self._values[key]
+                running = self._computing.get(key)
+                if running is None:
+                    self.misses += 1
+                    done = self._computing[key] = threading.Event()
+                    break
+            running.wait()  # another thread computes it: take its result (or retry)
+        try:
+            value = compute()
+            with self._lock:
+                self._values[key] = value
                 self._values.move_to_end(key)
-                self.hits += 1
-                return self._values[key]
-            self.misses += 1
-        value = compute()
-        with self._lock:
-            self._values[key] = value
-            self._values.move_to_end(key)
-            while len(self._values) > self.max_entries:
-                self._values.popitem(last=False)
-        return value
+                while len(self._values) > self.max_entries:
+                    self._values.popitem(last=False)
+            return value
+        finally:
+            with self._lock:
+                del self._computing[key]
+            done.set()
 
     def __len__(self) -> int:
         return len(self._values)

@@ -54,3 +54,56 @@ def test_threads_share_one_store() -> None:
 def test_max_entries_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         Memo(max_entries=0)
+
+
+def test_a_key_being_computed_is_computed_once_for_all_waiting_threads() -> None:
+    memo, calls, started = Memo(), [], threading.Event()
+    release = threading.Event()
+
+    def slow() -> str:
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        return "value"
+
+    results: list[str] = []
+    first = threading.Thread(target=lambda: results.append(memo("k", slow)))
+    first.start()
+    started.wait(5)
+    waiters = [threading.Thread(target=lambda: results.append(memo("k", slow)))
+               for _ in range(3)]
+    for thread in waiters:
+        thread.start()
+    release.set()
+    for thread in (first, *waiters):
+        thread.join(5)
+    assert results == ["value"] * 4 and calls == [1]
+    assert (memo.hits, memo.misses) == (3, 1)
+
+
+def test_waiters_compute_themselves_when_the_first_computation_fails() -> None:
+    memo, started, release = Memo(), threading.Event(), threading.Event()
+
+    def fail() -> str:
+        started.set()
+        release.wait(5)
+        raise RuntimeError("boom")
+
+    errors: list[Exception] = []
+
+    def first() -> None:
+        try:
+            memo("k", fail)
+        except RuntimeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    started.wait(5)
+    waiter_result: list[str] = []
+    waiter = threading.Thread(target=lambda: waiter_result.append(memo("k", lambda: "ok")))
+    waiter.start()
+    release.set()
+    thread.join(5)
+    waiter.join(5)
+    assert len(errors) == 1 and waiter_result == ["ok"]

@@ -17,6 +17,7 @@ reason, never 0 or a blank.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -56,35 +57,73 @@ def cached_audit(data_fingerprint: str, model_fingerprint: str, config_json: str
     return run_audit(_table, _loaded, AuditConfig.from_json(config_json), memo=stage_memo())
 
 
-@st.cache_resource(max_entries=_AUDITS_KEPT, show_spinner=False)
-def _warm_up(data_fingerprint: str, model_fingerprint: str, config_json: str,
-             _table: PairTable, _loaded: LoadedModel) -> threading.Thread:
-    """Start, once per key, a background thread that audits every other single attribute of
-    the table under the same settings into :func:`stage_memo` (results dropped, stages kept),
-    so that choosing another attribute next finds its report and distances computed."""
-    config = AuditConfig.from_json(config_json)
-    on_screen = set(config.attribute_parts())
-    others = [name for name in _table.attributes if (name,) not in on_screen]
+class WarmUp:
+    """One background worker that audits the other attributes of the latest request.
 
-    def audit_others() -> None:
-        for name in others:
-            try:
-                run_audit(_table, _loaded, replace(config, attributes=(name,)),
-                          memo=stage_memo())
-            except FairVLMError:  # e.g. a single group: shown when the user picks it
-                continue
+    A request (:meth:`request`) names a table, a model and the settings on screen; the worker
+    audits every other single attribute under those settings into :func:`stage_memo` (the
+    results are dropped, the stages kept), so that choosing another attribute next is a memo
+    hit. Only the newest pending request is kept: settings changed in a row do not queue
+    work for settings nobody looks at any more, and a request already served is skipped.
+    """
 
-    thread = threading.Thread(target=audit_others, name="fairvlm-audit-warm-up", daemon=True)
-    thread.start()
-    return thread
+    def __init__(self, served_kept: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._pending: tuple[PairTable, LoadedModel, AuditConfig] | None = None
+        self._served: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._served_kept = served_kept
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def request(self, table: PairTable, loaded: LoadedModel, config: AuditConfig) -> None:
+        """Audit ``table``'s attributes other than ``config``'s in the background."""
+        key = (table.fingerprint(), loaded.fingerprint, config.to_json(indent=None))
+        with self._lock:
+            if key in self._served:
+                return
+            self._served[key] = None
+            while len(self._served) > self._served_kept:
+                self._served.popitem(last=False)
+            start = self._pending is None and self._idle.is_set()
+            self._pending = (table, loaded, config)
+            if start:
+                self._idle.clear()
+                threading.Thread(target=self._work, name="fairvlm-audit-warm-up",
+                                 daemon=True).start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no request is pending or running; whether that happened in time."""
+        return self._idle.wait(timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                job, self._pending = self._pending, None
+                if job is None:
+                    self._idle.set()
+                    return
+            table, loaded, config = job
+            on_screen = set(config.attribute_parts())
+            for name in table.attributes:
+                if (name,) in on_screen:
+                    continue
+                try:
+                    run_audit(table, loaded, replace(config, attributes=(name,)),
+                              memo=stage_memo())
+                except FairVLMError:  # e.g. a single group: shown when the user picks it
+                    continue
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> WarmUp:
+    """The server's one :class:`WarmUp` worker."""
+    return WarmUp()
 
 
 def warm_up_other_attributes(table: PairTable, loaded: LoadedModel,
-                             config: AuditConfig) -> threading.Thread:
-    """Audit the table's other attributes in the background (see :func:`_warm_up`); the
-    thread, for callers that want to wait for it."""
-    return _warm_up(table.fingerprint(), loaded.fingerprint, config.to_json(indent=None), table,
-                    loaded)
+                             config: AuditConfig) -> None:
+    """Audit the table's other attributes in the background (:class:`WarmUp`)."""
+    warm_up().request(table, loaded, config)
 
 
 def audit(table: PairTable, loaded: LoadedModel, config: AuditConfig) -> AuditResult:

@@ -7,7 +7,6 @@ the embeddings) by counting calls.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -120,11 +119,9 @@ def test_other_attributes_are_audited_in_the_background(home: Path) -> None:
     """After the first audit, choosing another attribute finds every stage in the memo."""
     audit_view.cached_audit.clear()
     audit_view.stage_memo().clear()
-    audit_view._warm_up.clear()
+    audit_view.warm_up.clear()
     app = _open(home)
-    for thread in threading.enumerate():
-        if thread.name == "fairvlm-audit-warm-up":
-            thread.join(timeout=120)
+    assert audit_view.warm_up().wait(timeout=120)
     memo = audit_view.stage_memo()
     misses = memo.misses
     app.multiselect(key="audit.attributes").set_value(["gender"])

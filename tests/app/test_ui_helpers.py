@@ -3,6 +3,7 @@ and the child-process runner behind the demo's progress bars."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,32 @@ def test_run_fairvlm_turns_the_error_line_into_a_user_error(tmp_path: Path) -> N
     with pytest.raises(FairVLMError, match="is a file") as caught:
         run_fairvlm(["demo", "--out", str(occupied)], on_progress=lambda done, total: None)
     assert str(occupied) in str(caught.value)
+
+
+def test_warm_up_serves_only_the_newest_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one request runs, later ones replace each other; a served one is not redone."""
+    from types import SimpleNamespace
+
+    from fairvlm.config import AuditConfig
+    from fairvlm.ui import audit_view
+
+    first_started, release, audited = threading.Event(), threading.Event(), []
+
+    def fake_audit(table, loaded, config, memo):
+        audited.append((config.min_n, config.attributes))
+        first_started.set()
+        release.wait(5)
+
+    monkeypatch.setattr(audit_view, "run_audit", fake_audit)
+    monkeypatch.setattr(audit_view, "stage_memo", lambda: None)
+    table = SimpleNamespace(fingerprint=lambda: "data", attributes={"race": 0, "gender": 0})
+    loaded = SimpleNamespace(fingerprint="model")
+    worker = audit_view.WarmUp()
+    worker.request(table, loaded, AuditConfig(attributes=("race",), min_n=1))
+    first_started.wait(5)
+    for min_n in (2, 3, 4):  # queued while the first runs: only 4 survives
+        worker.request(table, loaded, AuditConfig(attributes=("race",), min_n=min_n))
+    worker.request(table, loaded, AuditConfig(attributes=("race",), min_n=1))  # served
+    release.set()
+    assert worker.wait(timeout=10)
+    assert audited == [(1, ("gender",)), (4, ("gender",))]
