@@ -5,11 +5,12 @@ after the demo assets exist; server peak memory under 2 GB, also on 10,000 pairs
 and recorded rerun latencies with 8 concurrent sessions.
 
 Everything runs against ``streamlit run app.py --server.headless true --server.address
-127.0.0.1`` on a free port (``bench/_app_server.py``), driven by Debian's chromium through
-playwright (one browser; one browser context per session). Before anything is timed, the
-built-in demo data and demo model are prepared once in ``--cache``/home (``fairvlm demo
---if-missing``, ``fairvlm prepare-demo-model``, as ``make run`` does), which is the server's
-``FAIRVLM_HOME``; ``--pairs N`` also writes a demo data set of N pairs to ``--cache`` once.
+127.0.0.1`` on a free port (``tests/support/app_server.py``, shared with the browser
+tests), driven by Debian's chromium through playwright (one browser; one browser context
+per session). Before anything is timed, the built-in demo data and demo model are prepared
+once in ``--cache``/home (``fairvlm demo --if-missing``, ``fairvlm prepare-demo-model``, as
+``make run`` does), which is the server's ``FAIRVLM_HOME``; ``--pairs N`` also writes a demo
+data set of N pairs to ``--cache`` once.
 
 - **Startup** (default): two server starts, a *cold* one (the on-disk embedding cache emptied,
   so the first audit embeds every pair) and a *warm* one. From the server's spawn: seconds
@@ -58,7 +59,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _app_server import CHROMIUM_ARGS, AppServer, app_server, chromium_path
 from playwright.async_api import Browser, Page, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
@@ -66,6 +66,9 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "support"))
+from app_server import CHROMIUM_ARGS, AppServer, app_server, chromium_path  # noqa: E402
+
 RESULTS_JSON = REPO / "bench" / "results" / "app_load.json"
 RESULTS_TEXT = RESULTS_JSON.with_suffix(".txt")
 TARGETS = {"first_page_s": 10.0, "audit_chart_s": 30.0, "peak_rss_mib": 2048.0}

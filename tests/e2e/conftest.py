@@ -8,27 +8,17 @@ are collected per page; screenshots go to ``test-artifacts/screenshots/``.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from app_server import CHROMIUM_ARGS, chromium_path
+from app_server import app_server as serve
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 SERVER_START_TIMEOUT_S = 90.0
 
 
@@ -65,65 +55,32 @@ class BrowserPage:
         return target
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"streamlit did not answer /_stcore/health in {SERVER_START_TIMEOUT_S:.0f} s:\n"
-                f"{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory: pytest.TempPathFactory, small_demo_dir: Path
                ) -> Iterator[AppServer]:
     """`streamlit run app.py` on a free 127.0.0.1 port, with the small demo as built-in demo."""
     home = tmp_path_factory.mktemp("e2e-home")
     shutil.copytree(small_demo_dir, home / "demo" / "data")
-    port = _free_port()
     log = home / "streamlit.log"
-    env = {**os.environ, "FAIRVLM_HOME": str(home), "FAIRVLM_DATA_ROOTS": str(home)}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port)]
-    with log.open("wb") as log_handle:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_handle,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    env = {"FAIRVLM_HOME": str(home), "FAIRVLM_DATA_ROOTS": str(home)}
     try:
-        _wait_healthy(url, process, log)
-        yield AppServer(url=url, home=home, log=log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        with serve(env, log, timeout_s=SERVER_START_TIMEOUT_S) as server:
+            yield AppServer(url=server.url, home=home, log=log)
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     """Debian's chromium, headless, driven by playwright."""
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    try:
+        executable = chromium_path()
+    except RuntimeError as error:
+        pytest.skip(str(error))
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, headless=True,
-                                              args=CHROMIUM_ARGS)
+                                              args=list(CHROMIUM_ARGS))
         try:
             yield launched
         finally:

@@ -1,7 +1,7 @@
 """Start and stop ``streamlit run app.py`` on a free loopback port; the browser's launch options.
 
-Used by ``bench/bench_app_load.py``; written so the real-browser tests could share it (it
-raises ``RuntimeError`` where a test would call ``pytest.fail``). The server is started with
+Shared by the real-browser tests (``tests/e2e``) and ``bench/bench_app_load.py``; it raises
+``RuntimeError`` (a test fixture turns it into a failure). The server is started with
 ``python -m streamlit`` from the repository root, in its own process session, with its
 output in a log file; :func:`app_server` yields once ``/_stcore/health`` answers and stops the
 server (SIGTERM, then SIGKILL after a grace period) when the block ends.
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = (
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
