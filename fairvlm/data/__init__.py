@@ -86,10 +86,8 @@ def load_with_attributes(path: str | os.PathLike[str], attributes: Sequence[str]
     if is_manifest and names:
         options = {**options, "attributes": names}
     table = load_dataset(path, **options)
-    absent = [name for name in names if name not in table.attributes]
-    if absent:
-        raise DataError(f"{path}: attribute(s) {', '.join(absent)} not found; expected some of "
-                        f"{', '.join(table.attributes) or 'none'}")
+    for name in names:
+        table.attribute(name)  # raises, listing the available ones, if absent
     return table
 
 

@@ -107,7 +107,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 @pytest.mark.parametrize(("changes", "message"), [
     (["--lambda", "-1"], "lambda: -1.0; expected a number >= 0"),
     (["--beta-np", "0"], "beta_np: 0.0; expected a number > 0"),
-    (["--attribute", "shoe_size"], "attribute: 'shoe_size'; expected an attribute of"),
+    (["--attribute", "shoe_size"], "attribute 'shoe_size' is not in the data; available: "),
     (["--attribute", "language", "--k-per-group", "4"], "larger than group 'Spanish'"),
     (["--lambda", "0.3"], "already holds another run (config.json field lam differs)"),
 ])

@@ -87,8 +87,8 @@ CASES = [
     ConfigCase("unknown-device", (*TRAIN, "--device", "tpu"),
                "--device 'tpu': expected cpu, cuda or cuda:N", ("--device",)),
     ConfigCase("attribute-not-in-data", (*TRAIN[:6], "religion", *TRAIN[7:]),
-               "{data}: attribute(s) religion not found; expected some of race, "
-               "gender, ethnicity, language, maritalstatus", ("religion",)),
+               "attribute 'religion' is not in the data; available: race, gender, ethnicity, "
+               "language, maritalstatus", ("religion",)),
     ConfigCase("run-config-not-json", RESUME,
                "{folder}/run/config.json: train config: not valid JSON (Expecting property name "
                "enclosed in double quotes at line 1, column 2)", ("{folder}/run/config.json",),

@@ -254,9 +254,9 @@ CASES = [
                      "manifest (found: image, text, label, split)",
              names=("{data}", "religion")),
     DataCase("attribute-not-in-fairvlmed", _tree, options=("--attribute", "religion"),
-             message="{folder}: attribute(s) religion not found; expected some of race, "
-                     "gender, ethnicity, language, maritalstatus",
-             names=("{folder}", "religion")),
+             message="attribute 'religion' is not in the data; available: race, gender, "
+                     "ethnicity, language, maritalstatus",
+             names=("religion",)),
     DataCase("manifest-without-label", _rows([r[:2] + r[3:] for r in ROWS],
                                              ["image", "text", "split"]),
              message="{data}: missing column(s) label; expected columns image, text, label "
