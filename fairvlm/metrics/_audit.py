@@ -11,9 +11,9 @@ import numpy as np
 from fairvlm.errors import ConfigError, DataError
 from fairvlm.metrics._auc import roc_curve
 from fairvlm.metrics._bootstrap import (
-    draw_resample_indices,
     gap_interval,
     percentile_interval,
+    resample_index_blocks,
     resample_weights,
 )
 from fairvlm.metrics._groups import GroupIndex, index_groups
@@ -100,9 +100,9 @@ def audit_attribute(
     plan = _Plan.from_point(point, min_n)
     resamples = None
     if n_bootstrap:
-        indices = draw_resample_indices(labels.size, n_bootstrap, seed)
+        blocks = resample_index_blocks(labels.size, n_bootstrap, seed)
         resamples = Tallies.concatenate(
-            [pairs.tally(w) for w in resample_weights(indices, pairs.column_of_item)])
+            [pairs.tally(w) for w in resample_weights(blocks, pairs.column_of_item)])
     estimates = _summary_estimates(point, resamples, plan, groups, ci_level)
     group_reports = _group_reports(point, resamples, plan, groups, labels, scores, row_group,
                                    min_n, ci_level)

@@ -13,37 +13,46 @@ resamples are left out of its interval, and the report says how many.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 _MAX_CHUNK_ELEMENTS = 2_000_000  # count-matrix entries handled at once (16 MB of int64)
 
 
-def draw_resample_indices(n_items: int, n_resamples: int, seed: int) -> np.ndarray:
-    """The ``(n_resamples, n_items)`` matrix of row indices drawn with replacement.
+def resample_index_blocks(n_items: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield the ``(n_resamples, n_items)`` matrix of row indices drawn with replacement, in
+    blocks of consecutive resamples (about ``_MAX_CHUNK_ELEMENTS`` entries each).
 
-    Row ``b`` is resample ``b``: ``data[indices[b]]``. Fully determined by the arguments, so
-    every attribute audited with the same seed sees the same resamples of the pairs.
+    Row ``b`` of the stacked blocks is resample ``b``: ``data[indices[b]]``. The blocks come from
+    one generator seeded with ``seed``, so the draws are fully determined by the arguments and
+    every attribute audited with the same seed sees the same resamples; memory stays at one
+    block (16 MB at most) whatever ``n_items``.
     """
     rng = np.random.default_rng(seed)
     dtype = np.int32 if n_items <= np.iinfo(np.int32).max else np.int64
-    return rng.integers(0, n_items, size=(n_resamples, n_items), dtype=dtype)
+    rows = max(1, _MAX_CHUNK_ELEMENTS // max(n_items, 1))
+    for start in range(0, n_resamples, rows):
+        yield rng.integers(0, n_items, size=(min(rows, n_resamples - start), n_items),
+                           dtype=dtype)
+
+
+def draw_resample_indices(n_items: int, n_resamples: int, seed: int) -> np.ndarray:
+    """The whole index matrix of :func:`resample_index_blocks` (for checks and small data)."""
+    return np.concatenate(list(resample_index_blocks(n_items, n_resamples, seed)))
 
 
 def resample_weights(
-    indices: np.ndarray, column_of_item: np.ndarray
+    index_blocks: Iterable[np.ndarray], column_of_item: np.ndarray
 ) -> Iterator[np.ndarray]:
-    """Yield blocks of rows of the draw-count matrix.
+    """Yield, for each block of resample indices, its rows of the draw-count matrix.
 
     ``counts[b, column_of_item[i]]`` is how many times resample ``b`` drew item ``i``. Mapping
     items to columns lets the caller ask for the counts already in its own (sorted) order.
     """
-    n_resamples, n_items = indices.shape
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // max(n_items, 1))
-    for start in range(0, n_resamples, chunk):
-        block = column_of_item[indices[start:start + chunk]]
-        rows = block.shape[0]
+    for indices in index_blocks:
+        rows, n_items = indices.shape
+        block = column_of_item[indices]
         block += (np.arange(rows) * n_items)[:, None]
         counts = np.bincount(block.ravel(), minlength=rows * n_items)
         yield counts.reshape(rows, n_items)

@@ -137,3 +137,15 @@ def test_gap_interval_rarely_excludes_zero_without_a_gap_and_finds_a_real_one() 
         found += real.auc_gap.ci_low > 0
     assert false_alarms / replicates <= 0.13
     assert found / replicates >= 0.9
+
+
+def test_resample_blocks_bound_memory_and_stack_to_the_full_draw() -> None:
+    from fairvlm.metrics._bootstrap import _MAX_CHUNK_ELEMENTS, resample_index_blocks
+
+    n_items = _MAX_CHUNK_ELEMENTS // 7 + 3  # blocks of 6 rows, the last one shorter
+    blocks = list(resample_index_blocks(n_items, 20, seed=4))
+    assert [b.shape[0] for b in blocks] == [6, 6, 6, 2]
+    assert all(b.size <= _MAX_CHUNK_ELEMENTS for b in blocks)
+    stacked = np.concatenate(blocks)
+    assert np.array_equal(stacked, draw_resample_indices(n_items, 20, seed=4))
+    assert stacked.min() >= 0 and stacked.max() < n_items
