@@ -50,21 +50,27 @@ def load_dataset(path: str | os.PathLike[str], **options: Any) -> PairTable:
     manifest. ``options`` go to the chosen loader; one it does not take is refused.
     """
     path = Path(path)
+    manifest = _manifest_file(path)
+    if manifest is not None:
+        return _call(load_manifest, manifest, options)
     if path.is_dir():
-        manifests = [path / name for name in MANIFEST_NAMES if (path / name).is_file()]
-        if manifests:
-            return _call(load_manifest, manifests[0], options)
         if is_fairvlmed_root(path):
             return _call(load_fairvlmed, path, options)
         raise DataError(f"{path}: neither a Harvard-FairVLMed folder nor a manifest folder; "
                         "expected Training/Validation/Test folders, or "
                         f"{' or '.join(MANIFEST_NAMES)}")
-    if path.suffix.lower() in CSV_SUFFIXES | PARQUET_SUFFIXES:
-        return _call(load_manifest, path, options)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; expected a data folder or manifest")
     raise DataError(f"{path}: not a data set; expected a Harvard-FairVLMed folder or a "
                     ".csv/.parquet manifest")
+
+
+def _manifest_file(path: Path) -> Path | None:
+    """The manifest ``path`` names: itself (by suffix), or a folder's ``manifest.csv`` /
+    ``manifest.parquet``; ``None`` for anything else."""
+    if path.is_dir():
+        return next((path / name for name in MANIFEST_NAMES if (path / name).is_file()), None)
+    return path if path.suffix.lower() in CSV_SUFFIXES | PARQUET_SUFFIXES else None
 
 
 def load_with_attributes(path: str | os.PathLike[str], attributes: Sequence[str],
@@ -80,10 +86,8 @@ def load_with_attributes(path: str | os.PathLike[str], attributes: Sequence[str]
         A named attribute the data set does not have (listing the ones it has).
     """
     path = Path(path)
-    is_manifest = (path.suffix.lower() in CSV_SUFFIXES | PARQUET_SUFFIXES
-                   or any((path / name).is_file() for name in MANIFEST_NAMES))
     names = list(dict.fromkeys(attributes))
-    if is_manifest and names:
+    if names and _manifest_file(path) is not None:
         options = {**options, "attributes": names}
     table = load_dataset(path, **options)
     for name in names:
