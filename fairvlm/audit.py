@@ -28,6 +28,7 @@ read it; the default computes everything.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -56,6 +57,7 @@ from fairvlm.metrics import summarize as summarize_report
 from fairvlm.metrics._groups import INTERSECTION_UNKNOWN_CODE
 from fairvlm.models.loading import LoadedModel
 from fairvlm.scoring import (
+    Embeddings,
     check_prompts,
     compute_embeddings,
     linear_probe,
@@ -253,14 +255,19 @@ def run_audit(table: PairTable, loaded_model: LoadedModel, config: AuditConfig |
     prompts = None
     if config.scorer == "zero-shot":
         prompts = check_prompts(config.prompts or loaded_model.default_prompts)
+
+    @functools.cache
+    def embeddings() -> Embeddings:  # read (or computed) once, only by the stages that miss
+        return compute_embeddings(loaded_model, table, progress=progress)
+
     base = (table.fingerprint(), loaded_model.fingerprint)
     scorer_key = (*base, config.scorer, config.use_logit_scale, config.seed,
                   tuple(sorted((label, tuple(texts)) for label, texts in (prompts or {}).items())))
     probabilities = memo(("probabilities", *scorer_key), lambda: _probabilities(
-        table, loaded_model, config, prompts, progress))
+        embeddings(), table, loaded_model, config, prompts))
     threshold = _threshold(table, probabilities, config)
-    scores = memo(("pair_scores", *base, config.split), lambda: pair_scores(
-        compute_embeddings(loaded_model, table, progress=progress), table, split=config.split))
+    scores = memo(("pair_scores", *base, config.split),
+                  lambda: pair_scores(embeddings(), table, split=config.split))
     labels, split_probabilities = table.labels[split_rows], probabilities[split_rows]
     predictions = _predictions(table, split_rows, split_probabilities, threshold, scores,
                                groupings)
@@ -306,10 +313,9 @@ def run_audit(table: PairTable, loaded_model: LoadedModel, config: AuditConfig |
     )
 
 
-def _probabilities(table: PairTable, loaded_model: LoadedModel, config: AuditConfig,
-                   prompts: dict[int, list[str]] | None, progress: bool) -> np.ndarray:
+def _probabilities(embeddings: Embeddings, table: PairTable, loaded_model: LoadedModel,
+                   config: AuditConfig, prompts: dict[int, list[str]] | None) -> np.ndarray:
     """``p(glaucoma)`` of every pair of the table: zero-shot from ``prompts``, or the probe."""
-    embeddings = compute_embeddings(loaded_model, table, progress=progress)
     if config.scorer == "zero-shot":
         return zero_shot_probabilities(loaded_model, embeddings.image, prompts,
                                        use_logit_scale=config.use_logit_scale)

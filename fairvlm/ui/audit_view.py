@@ -84,9 +84,8 @@ class WarmUp:
             self._served[key] = None
             while len(self._served) > self._served_kept:
                 self._served.popitem(last=False)
-            start = self._pending is None and self._idle.is_set()
             self._pending = (table, loaded, config)
-            if start:
+            if self._idle.is_set():  # no worker running: start one
                 self._idle.clear()
                 threading.Thread(target=self._work, name="fairvlm-audit-warm-up",
                                  daemon=True).start()
