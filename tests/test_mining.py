@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_workers import all_reduce_memory
 
 from fairvlm.errors import ConfigError, DataError
 from fairvlm.mining import DBPMConfig, LossMemory, flagged_pairs
@@ -172,20 +172,8 @@ def test_merge_combines_ranks_by_sample_id():
     np.testing.assert_allclose(rank0.history, whole.history)
 
 
-def _all_reduce_worker(rank: int, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{folder}/init", rank=rank, world_size=2)
-    memory = LossMemory(["a", "b", "c"], epochs=2)
-    if rank == 0:
-        memory.record(["a", "b"], np.array([1.0, 2.0]), 0)
-    else:
-        memory.record(["b", "c"], np.array([4.0, 6.0]), 0)
-    memory.all_reduce_epoch(0)
-    np.save(f"{folder}/rank{rank}.npy", memory.history)
-    dist.destroy_process_group()
-
-
 def test_all_reduce_epoch_gathers_two_gloo_ranks(tmp_path):
-    mp.spawn(_all_reduce_worker, args=(str(tmp_path),), nprocs=2)
+    mp.spawn(all_reduce_memory, args=(str(tmp_path),), nprocs=2)
     for rank in (0, 1):
         np.testing.assert_allclose(np.load(tmp_path / f"rank{rank}.npy"),
                                    [[1.0, np.nan], [3.0, np.nan], [6.0, np.nan]])

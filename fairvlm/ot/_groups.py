@@ -18,6 +18,7 @@ from fairvlm.ot._arrays import (
     output_dtype,
     to_caller,
 )
+from fairvlm.ot._autograd import with_jacobians
 from fairvlm.ot._pairs import solver_settings
 from fairvlm.ot._quantiles import squared_w2_rows
 from fairvlm.ot._sinkhorn import Clouds, debiased_sinkhorn
@@ -49,6 +50,13 @@ class _GroupSamples:
     kept: np.ndarray           # codes of the groups with at least min_count members
     members: list[np.ndarray]  # positions of each kept group's members
 
+    def on_host(self) -> tuple[np.ndarray, np.ndarray]:
+        """``sample`` and ``population`` as numpy arrays (one device read when they are the
+        same tensor)."""
+        sample = self.sample.detach().cpu().numpy()
+        same = self.population is self.sample
+        return sample, sample if same else self.population.detach().cpu().numpy()
+
 
 def _group_samples(values: ArrayLike, group_index: ArrayLike, n_groups: int, min_count: int,
                    reference: ArrayLike | None) -> _GroupSamples:
@@ -70,11 +78,14 @@ def _on(tensor: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
 def _all_groups(per_kept_group: torch.Tensor | None, groups: _GroupSamples,
                 dtype: torch.dtype | None) -> torch.Tensor | np.ndarray:
     """The kept groups' distances as a ``(n_groups,)`` result with NaN elsewhere, in the
-    caller's kind."""
-    full = torch.full((len(groups.counts),), math.nan, dtype=torch.float64,
-                      device=groups.sample.device)
-    if per_kept_group is not None:
-        full = full.index_put((_on(full, groups.kept),), per_kept_group)
+    caller's kind (assembled without reading from or copying to the device)."""
+    n_groups = len(groups.counts)
+    if per_kept_group is not None and len(groups.kept) == n_groups:
+        return to_caller(per_kept_group, dtype)
+    nan = torch.full((), math.nan, dtype=torch.float64, device=groups.sample.device)
+    slot = {int(group): k for k, group in enumerate(groups.kept)}
+    full = torch.stack([nan if per_kept_group is None or g not in slot
+                        else per_kept_group[slot[g]] for g in range(n_groups)])
     return to_caller(full, dtype)
 
 
@@ -122,9 +133,21 @@ def group_sinkhorn_divergences(values: ArrayLike, group_index: ArrayLike, n_grou
     groups = _group_samples(values, group_index, n_groups, min_count, reference)
     divergences = None
     if groups.kept.size:
+        sample, population = groups.on_host()
         index, counts = padded_index(groups.members)
-        divergences = debiased_sinkhorn(Clouds.from_indices(groups.sample, index, counts),
-                                        Clouds.from_matrix(groups.population[None]), settings)
+        wanted = torch.is_grad_enabled() and (groups.sample.requires_grad
+                                              or groups.population.requires_grad)
+        solved = debiased_sinkhorn(Clouds.from_indices(sample, index, counts),
+                                   Clouds.from_matrix(population[None]), settings,
+                                   gradients=wanted)
+        jacobians = []
+        if wanted:
+            inside = np.arange(index.shape[1])[None, :] < counts[:, None]
+            sample_jacobian = np.zeros((len(counts), sample.size))
+            sample_jacobian[np.nonzero(inside)[0], index[inside]] = solved.source_grad[inside]
+            jacobians = [(groups.sample, sample_jacobian),
+                         (groups.population, solved.target_grad)]
+        divergences = with_jacobians(solved.value, jacobians, device=groups.sample.device)
     return _all_groups(divergences, groups, output_dtype(values, reference)), groups.counts
 
 

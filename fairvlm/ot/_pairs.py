@@ -14,6 +14,7 @@ from fairvlm.ot._arrays import (
     output_dtype,
     to_caller,
 )
+from fairvlm.ot._autograd import with_jacobians
 from fairvlm.ot._quantiles import squared_w2_rows
 from fairvlm.ot._sinkhorn import Clouds, SolverSettings, debiased_sinkhorn
 
@@ -66,8 +67,12 @@ def sinkhorn_divergence(x: ArrayLike, y: ArrayLike, *, blur: float = 0.1, scalin
     first, second = as_sample(x, "x", device=device), as_sample(y, "y", device=device)
     if first.numel() > second.numel():  # S is symmetric; the Newton system lives on the sources
         first, second = second, first
-    value = debiased_sinkhorn(Clouds.from_matrix(first[None]), Clouds.from_matrix(second[None]),
-                              settings)[0]
+    wanted = torch.is_grad_enabled() and (first.requires_grad or second.requires_grad)
+    solved = debiased_sinkhorn(Clouds.from_matrix(first.detach().cpu().numpy()[None]),
+                               Clouds.from_matrix(second.detach().cpu().numpy()[None]),
+                               settings, gradients=wanted)
+    jacobians = ([(first, solved.source_grad), (second, solved.target_grad)] if wanted else [])
+    value = with_jacobians(solved.value, jacobians, device=first.device)[0]
     return to_caller(value, output_dtype(x, y))
 
 

@@ -185,14 +185,15 @@ def _distance(statistic: str, sample: torch.Tensor,
         raise ConfigError(f"statistic: expected one of {', '.join(STATISTICS)}, got {statistic!r}")
     settings = solver_settings(blur, SolverSettings.scaling, SolverSettings.tol,
                                SolverSettings.max_iter)
-    population = Clouds.from_matrix(sample[None])
+    values = sample.detach().cpu().numpy()
+    population = Clouds.from_matrix(values[None])
     population_self = self_transport(population, settings)
 
     def sinkhorn(index: np.ndarray) -> torch.Tensor:
-        rows = max(1, _CHUNK_ENTRIES // (index.shape[1] * sample.numel()))
-        chunks = (sample[torch.as_tensor(index[start:start + rows], device=sample.device)]
-                  for start in range(0, index.shape[0], rows))
-        return torch.cat([debiased_sinkhorn(Clouds.from_matrix(chunk), population, settings,
-                                            targets_self=population_self) for chunk in chunks])
+        rows = max(1, _CHUNK_ENTRIES // (index.shape[1] * values.size))
+        return torch.as_tensor(np.concatenate([
+            debiased_sinkhorn(Clouds.from_matrix(values[index[start:start + rows]]), population,
+                              settings, targets_self=population_self).value
+            for start in range(0, index.shape[0], rows)]))
 
     return sinkhorn, _TIE_SOLVER_ERRORS * settings.tol * settings.blur**2

@@ -21,10 +21,15 @@ spread (hundreds to thousands of iterations at ``blur`` = 0.05 times the spread,
 annealing), while this needs 2 to 15 Newton steps in all. A step costs ``O(n^2 m)``, so the
 sources should be the smaller side.
 
-``OT(a, a)``: geomloss's symmetric averaged update :math:`f \leftarrow (f + T_a(f))/2` at the
-target ``eps`` from :math:`f = 0`, until it moves :math:`f` by less than ``tol * eps``. Its
-linearisation has eigenvalues in [0, 1/2] (the Gaussian kernel is positive semi-definite), so
-it needs about 30 updates at any ``eps`` and no annealing.
+``OT(a, a)``: the fixed point :math:`f = T_a(f)`. Its residual :math:`r(f) = f - T_a(f)` has
+Jacobian :math:`I + P` with :math:`P_{ij} = \mathrm{softmax}_j(\log a_j + (f_j -
+C_{ij})/\varepsilon)`, whose eigenvalues lie in [1, 2] (the Gaussian kernel is positive
+semi-definite), so Newton's method :math:`f \leftarrow f - (I + P)^{-1} r(f)` from
+:math:`f = 0` converges in 2 to 4 steps at any ``eps`` (3,000 random problems, blur from
+0.003 to 10 times the spread). Above ``_SYMMETRIC_NEWTON_MAX`` points its ``O(n^3)`` solve
+costs more than geomloss's symmetric averaged update :math:`f \leftarrow (f + T_a(f))/2`,
+whose linearisation has eigenvalues in [0, 1/2]: about 30 updates of ``O(n^2)``, no annealing.
+Both stop once the residual is below ``tol * eps``.
 
 The solve runs in numpy because its per-operation overhead is several times lower than
 torch's on small arrays, which dominate the training step (about 32 values).
@@ -44,6 +49,7 @@ _NEWTON_RIDGE = 1e-10
 _ARMIJO_FRACTION = 0.25
 _MAX_HALVINGS = 30
 _NEWTON_BELOW = 1 / 16  # annealing levels with blur < diameter / 16 take Newton steps
+_SYMMETRIC_NEWTON_MAX = 128  # Newton for OT(a, a) up to this many points (measured crossover)
 
 
 def epsilon_schedule(diameter: float, blur: float, scaling: float) -> list[float]:
@@ -93,17 +99,38 @@ def cross_potentials(x: np.ndarray, log_a: np.ndarray, y: np.ndarray, log_b: np.
 
 def symmetric_potential(x: np.ndarray, log_a: np.ndarray, eps: float, tol: float,
                         max_iter: int) -> np.ndarray:
-    """Potential ``f = T_a(f)`` of ``OT_eps(a, a)`` by averaged updates from ``f = 0``."""
+    """Potential ``f = T_a(f)`` of ``OT_eps(a, a)`` from ``f = 0``: Newton steps up to
+    ``_SYMMETRIC_NEWTON_MAX`` points, averaged updates above (see the module docstring)."""
     cost_over_eps = half_squared_distances(x, x) / eps
     f = np.zeros_like(x)
+    newton = x.shape[1] <= _SYMMETRIC_NEWTON_MAX
+    identity = np.eye(x.shape[1])
     for _ in range(max_iter):
-        update = 0.5 * (f + _soft_min(cost_over_eps, log_a + f / eps, eps))
-        change = np.abs(update - f).max()  # padding duplicates a point, so it converges too
-        f = update
-        if change <= tol * eps:
+        if newton:
+            transformed, plan = soft_min_with_plan(cost_over_eps, log_a + f / eps, eps)
+        else:
+            transformed = _soft_min(cost_over_eps, log_a + f / eps, eps)
+        residual = f - transformed  # padding duplicates a point, so it converges too
+        if np.abs(residual).max() <= tol * eps:
             return f
+        if newton:
+            f = f - np.linalg.solve(identity + plan, residual[:, :, None])[:, :, 0]
+        else:
+            f = f - 0.5 * residual
     _warn_not_converged("symmetric", max_iter)
     return f
+
+
+def soft_min_with_plan(cost_over_eps: np.ndarray, log_weights: np.ndarray,
+                       eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_soft_min` and the softmax ``P_ij = softmax_j(h_j - C_ij / eps)`` over the last
+    axis (rows sum to 1); ``-P`` is the soft-min's derivative with respect to a potential."""
+    logits = log_weights[:, None, :] - cost_over_eps
+    top = logits.max(axis=2, keepdims=True)
+    logits -= top
+    kernel = np.exp(logits, out=logits)
+    mass = kernel.sum(axis=2, keepdims=True)
+    return -eps * (np.log(mass) + top)[:, :, 0], np.divide(kernel, mass, out=kernel)
 
 
 def _soft_min(cost_over_eps: np.ndarray, log_weights: np.ndarray, eps: float) -> np.ndarray:

@@ -289,7 +289,7 @@ class _Trainer:
         self.memory.record(ids, losses.detach(), epoch)
         weights = self.memory.weights(ids, losses)
         flagged = self.memory.flagged(ids)
-        group_index = torch.as_tensor(self.sampler.group_index[rows], device=losses.device)
+        group_index = self.sampler.group_index[rows]  # host codes: no copy to the device
         n_groups = len(self.data.group_names)
         passes = 1
         if self.fairness.statistic == "reference" and self.fairness.lam > 0:

@@ -176,8 +176,9 @@ def pair_statistic(statistic: str, per_pair_losses: Tensor, image_features: Tens
     raise ValueError(f"statistic {statistic!r} has no single-pass per-pair value")
 
 
-def fairness_term(values: Tensor, group_index: Tensor, n_groups: int, config: FairnessConfig,
-                  *, flagged: Tensor | np.ndarray | None = None) -> FairnessTerm:
+def fairness_term(values: Tensor, group_index: Tensor | np.ndarray, n_groups: int,
+                  config: FairnessConfig, *,
+                  flagged: Tensor | np.ndarray | None = None) -> FairnessTerm:
     """``R_g = D(P_g, P)`` for every group g, and ``R = sum_g R_g``.
 
     ``P`` is the empirical distribution of ``values`` over the batch, ``P_g`` the same over the
@@ -191,7 +192,8 @@ def fairness_term(values: Tensor, group_index: Tensor, n_groups: int, config: Fa
     values
         Per-pair statistic, shape ``[B]`` (the global batch under DDP).
     group_index
-        Group of each pair, integers in ``[0, n_groups)``, shape ``[B]``.
+        Group of each pair, integers in ``[0, n_groups)``, shape ``[B]``. A numpy array saves
+        the solver a read from the device (the values are read once either way).
     n_groups
         G, the number of groups of the attribute.
     config
@@ -201,10 +203,11 @@ def fairness_term(values: Tensor, group_index: Tensor, n_groups: int, config: Fa
         left out of both ``P`` and ``P_g``; ignored with ``fair_on="all"``.
     """
     if config.fair_on == "clean" and flagged is not None:
-        keep = ~torch.as_tensor(flagged, device=values.device, dtype=torch.bool)
-        values, group_index = values[keep], group_index[keep]
+        keep = np.flatnonzero(~_host(flagged).astype(bool))
+        values = values[torch.as_tensor(keep, device=values.device)]
+        group_index = _host(group_index)[keep]
     distances, counts = _group_distances(values, group_index, n_groups, config)
-    return _summed(distances, counts)
+    return _summed(distances, counts, config.min_per_group)
 
 
 def reference_statistic(logits: Tensor) -> Tensor:
@@ -246,19 +249,20 @@ def reference_fairness_term(batch_logits: Tensor, group_logits: Mapping[int, Ten
     """
     population = reference_statistic(batch_logits)
     if config.fair_on == "clean" and flagged is not None:
-        population = population[~torch.as_tensor(flagged, device=population.device,
-                                                 dtype=torch.bool)]
+        keep = np.flatnonzero(~_host(flagged).astype(bool))
+        population = population[torch.as_tensor(keep, device=population.device)]
     group_values, group_index = [], []
     for group, logits in sorted(group_logits.items()):
         statistic = reference_statistic(logits.detach())
         group_values.append(statistic / statistic.sum())
-        group_index.append(torch.full_like(statistic, group, dtype=torch.long))
+        group_index.append(np.full(len(statistic), group))
     if not group_values:
         raise ValueError("reference_fairness_term needs at least one group batch")
     distances, counts = _group_distances(
-        torch.cat(group_values), torch.cat(group_index), n_groups, config, reference=population
+        torch.cat(group_values), np.concatenate(group_index), n_groups, config,
+        reference=population
     )
-    return _summed(distances, counts)
+    return _summed(distances, counts, config.min_per_group)
 
 
 def objective(per_pair_losses: Tensor, fairness: FairnessTerm | None, config: FairnessConfig,
@@ -283,7 +287,8 @@ def objective(per_pair_losses: Tensor, fairness: FairnessTerm | None, config: Fa
 
 
 def fair_clip_objective(per_pair_losses: Tensor, image_features: Tensor, text_features: Tensor,
-                        group_index: Tensor, n_groups: int, config: FairnessConfig, *,
+                        group_index: Tensor | np.ndarray, n_groups: int,
+                        config: FairnessConfig, *,
                         weights: Tensor | None = None,
                         flagged: Tensor | np.ndarray | None = None) -> LossTerms:
     """One single-process step's objective with the fairness term from the same forward pass.
@@ -301,8 +306,9 @@ def fair_clip_objective(per_pair_losses: Tensor, image_features: Tensor, text_fe
     return objective(per_pair_losses, fairness, config, weights=weights)
 
 
-def _group_distances(values: Tensor, group_index: Tensor, n_groups: int, config: FairnessConfig,
-                     *, reference: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _group_distances(values: Tensor, group_index: Tensor | np.ndarray, n_groups: int,
+                     config: FairnessConfig, *, reference: Tensor | None = None
+                     ) -> tuple[Tensor, np.ndarray]:
     """``(R_g [G] with NaN for groups below min_per_group, counts [G])`` from :mod:`fairvlm.ot`."""
     if config.distance == "sinkhorn":
         return ot.group_sinkhorn_divergences(
@@ -314,12 +320,17 @@ def _group_distances(values: Tensor, group_index: Tensor, n_groups: int, config:
     )
 
 
-def _summed(distances: Tensor, counts: Tensor) -> FairnessTerm:
-    """Sum the groups that were not skipped (NaN); indexing keeps NaN out of the gradient."""
-    present = ~torch.isnan(distances)
-    skipped = tuple(int(g) for g in torch.nonzero(~present).flatten())
-    return FairnessTerm(value=distances[present].sum(), distances=distances,
-                        counts=torch.as_tensor(counts).cpu(), skipped=skipped)
+def _summed(distances: Tensor, counts: np.ndarray, min_per_group: int) -> FairnessTerm:
+    """Sum the groups that were not skipped (NaN, fewer than ``min_per_group`` members);
+    ``nansum`` keeps NaN out of the value and the gradient without reading the device."""
+    skipped = tuple(int(g) for g in np.flatnonzero(np.asarray(counts) < min_per_group))
+    return FairnessTerm(value=torch.nansum(distances), distances=distances,
+                        counts=torch.as_tensor(counts), skipped=skipped)
+
+
+def _host(values: Tensor | np.ndarray) -> np.ndarray:
+    """``values`` as a numpy array (a device tensor is read back once)."""
+    return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
 
 
 def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:

@@ -106,3 +106,16 @@ def test_bad_input_is_one_line_naming_the_field(kwargs, error, field):
     with pytest.raises(error, match=f"^{field}: ") as raised:
         ot.sinkhorn_divergence(arguments.pop("x"), arguments.pop("y"), **arguments)
     assert "\n" not in str(raised.value)
+
+
+def test_newton_and_averaged_self_potentials_agree(monkeypatch):
+    """OT(a, a) takes Newton steps up to _SYMMETRIC_NEWTON_MAX points and averaged updates
+    above; both reach the same fixed point f = T_a(f)."""
+    from fairvlm.ot import _potentials
+
+    x = np.random.default_rng(10).gamma(2.0, 0.5, size=(2, 60))
+    log_a = np.full_like(x, -np.log(60))
+    newton = _potentials.symmetric_potential(x, log_a, 0.01, 1e-12, 100)
+    monkeypatch.setattr(_potentials, "_SYMMETRIC_NEWTON_MAX", 10)
+    averaged = _potentials.symmetric_potential(x, log_a, 0.01, 1e-12, 200)
+    np.testing.assert_allclose(newton, averaged, rtol=0, atol=1e-11)

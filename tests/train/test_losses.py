@@ -55,7 +55,8 @@ def _converged_sinkhorn(x: np.ndarray, y: np.ndarray, blur: float) -> float:
 def _stand_in_groups(values, group_index, n_groups, *, blur=0.1, min_count=1, reference=None):
     """Test-only stand-in for fairvlm.ot.group_sinkhorn_divergences, one geomloss call a group."""
     population = values if reference is None else reference
-    counts = torch.stack([(group_index == g).sum() for g in range(n_groups)])
+    group_index = torch.as_tensor(group_index)  # host codes or a tensor, as the real one takes
+    counts = np.array([int((group_index == g).sum()) for g in range(n_groups)])
     distances = [
         _sinkhorn(values[group_index == g], population, blur) if counts[g] >= min_count
         else torch.tensor(float("nan"), dtype=values.dtype)
