@@ -132,7 +132,8 @@ class RunDir:
         """
         wanted = _plain(dict(config))
         if self.config_path.exists():
-            held = self.read_config()
+            # A field added to the config after the run started, with a None default, was None.
+            held = {**dict.fromkeys(wanted), **self.read_config()}
             if held != wanted:
                 field = _first_difference(held, wanted)
                 raise ConfigError(f"{self.path}: already holds another run (config.json field "
@@ -181,7 +182,11 @@ class RunDir:
         """Every complete line of ``metrics.jsonl`` (a trailing partial line is ignored)."""
         if not self.metrics_path.exists():
             return []
-        text = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
+        return self._parse_metrics(self.metrics_path.read_bytes())
+
+    def _parse_metrics(self, raw: bytes) -> list[dict[str, Any]]:
+        """The records of the complete lines of ``raw`` (the bytes of ``metrics.jsonl``)."""
+        text = raw.decode("utf-8", errors="replace")
         complete = text[:text.rfind("\n") + 1]
         records = []
         for number, line in enumerate(complete.splitlines(), start=1):
@@ -196,13 +201,14 @@ class RunDir:
 
     def truncate_metrics(self, step: int) -> None:
         """Keep the complete lines of ``metrics.jsonl`` up to ``step`` (a resumed run redoes
-        the steps after its checkpoint) and drop a partial last line; rewritten atomically."""
+        the steps after its checkpoint) and drop a partial last line; rewritten atomically,
+        and only if a line goes. The file is read once."""
         if not self.metrics_path.exists():
             return
-        torn = not self.metrics_path.read_bytes().endswith(b"\n")
-        records = self.read_metrics()
+        raw = self.metrics_path.read_bytes()
+        records = self._parse_metrics(raw)
         kept = [record for record in records if record["step"] <= step]
-        if len(kept) == len(records) and not torn:
+        if len(kept) == len(records) and raw.endswith(b"\n"):
             return
         with paths.atomic_write(self.metrics_path) as handle:
             for record in kept:

@@ -239,7 +239,7 @@ def card(table: PairTable, row: pd.Series, decision: str | None,
             image_column.image(cache.thumbnail(str(row["image"]), table.fingerprint()),
                                width="stretch")
         except DataError as error:
-            image_column.warning(str(error), icon=":material/broken_image:")
+            image_column.warning(plain(str(error)), icon=":material/broken_image:")
         text_column.markdown(f"**{plain(pair_id)}** · {row['split']} · "
                              f"{gallery.LABEL_NAMES[int(row['label'])]}")
         if table.attributes:

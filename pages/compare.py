@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -30,11 +30,13 @@ WORSE = "background-color: #ffebe9; color: #a40e26"
 
 @dataclass(frozen=True)
 class Choice:
-    """A model the user can pick: its column label, spec and origin."""
+    """A model the user can pick: its column label, spec, origin and, for the model in use,
+    the architecture chosen for its checkpoint file (None: read or inferred from the file)."""
 
     label: str
     spec: str
     origin: dict
+    arch: str | None = None
 
 
 def main() -> None:
@@ -62,8 +64,9 @@ def main() -> None:
 
 def model_choices() -> dict[str, Choice]:
     """The model in use and the selected checkpoint of every finished run, by key."""
-    spec = state.model_choice().spec
-    choices = {CURRENT: Choice(f"in use: {_short(spec)}", spec, {"kind": "model"})}
+    in_use = state.model_choice()
+    choices = {CURRENT: Choice(f"in use: {_short(in_use.spec)}", in_use.spec, {"kind": "model"},
+                               in_use.arch)}
     for run in jobs.finished_runs():
         choices[str(run.checkpoint)] = Choice(f"run {run.name}", str(run.checkpoint),
                                               compare.run_origin(run))
@@ -125,7 +128,7 @@ def _unique_labels(chosen: list[Choice]) -> list[Choice]:
     for choice in chosen:
         seen[choice.label] = seen.get(choice.label, 0) + 1
         label = choice.label if seen[choice.label] == 1 else f"{choice.label} #{seen[choice.label]}"
-        unique.append(Choice(label, choice.spec, choice.origin))
+        unique.append(replace(choice, label=label))
     return unique
 
 
@@ -136,9 +139,10 @@ def run_comparison(table: PairTable, chosen: list[Choice], config: AuditConfig) 
     progress = st.progress(0.0, text="Auditing the models ...")
     try:
         for position, choice in enumerate(chosen):
-            progress.progress(position / len(chosen), text=f"Auditing {choice.label} "
+            progress.progress(position / len(chosen), text=f"Auditing {plain(choice.label)} "
                               f"({position + 1} of {len(chosen)}) ...")
-            result = audit_view.audit(table, current.load_spec(choice.spec, device), config)
+            result = audit_view.audit(table, current.load_spec(choice.spec, device, choice.arch),
+                                      config)
             models.append(ComparedModel(choice.label, choice.spec, result, choice.origin))
     finally:
         progress.empty()

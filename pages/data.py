@@ -8,6 +8,7 @@ from fairvlm import jobs, paths
 from fairvlm.data import PairTable, small_group_warnings
 from fairvlm.data.summary import DEFAULT_MIN_GROUP_SIZE
 from fairvlm.ui import cache, current, gallery, state, tables
+from fairvlm.ui.architecture import architecture_input
 from fairvlm.ui.feedback import user_errors
 from fairvlm.ui.sidebar import SYNTHETIC_NOTE
 from fairvlm.ui.state import AUTO_DEVICE, DataChoice, ModelChoice
@@ -116,11 +117,12 @@ def choose_model() -> None:
     selected = st.selectbox("Model", options, format_func=lambda o: labels.get(o, o),
                             index=options.index(chosen.spec) if chosen.spec in options
                             else options.index(OTHER_SPEC), key="model.preset")
-    spec = selected
+    spec, arch = selected, None
     if selected == OTHER_SPEC:
         spec = st.text_input("Spec", key="model.spec", value=chosen.spec
                              if chosen.spec not in options else "",
                              placeholder="hf-hub:ORG/NAME, ARCH:TAG or /path/model.safetensors")
+        arch = architecture_input(chosen.arch, key="model.arch")
     devices = [AUTO_DEVICE, *cache.available_devices()]
     device = st.selectbox("Device", devices, key="model.device",
                           index=devices.index(chosen.device) if chosen.device in devices else 0,
@@ -130,13 +132,11 @@ def choose_model() -> None:
                "minutes on 2 CPU cores).")
     if st.button("Load model", key="model.load", type="primary", disabled=not spec.strip()):
         with user_errors():  # on failure the model in use stays the previous one
-            current.load_spec(spec.strip(), device)
-            state.set_model_choice(ModelChoice(spec.strip(), device))
-            current.current_model()
+            current.use_model(ModelChoice(spec.strip(), device, arch))
     loaded = state.loaded_model()
     if loaded is not None:
-        st.caption(f"In use: {plain(loaded.spec)} · {loaded.arch} on {loaded.device} · weights "
-                   f"`{loaded.fingerprint[:16]}`")
+        st.caption(f"In use: {plain(loaded.spec)} · {plain(loaded.arch)} on {loaded.device} · "
+                   f"weights `{loaded.fingerprint[:16]}`")
 
 
 def _finished_run_checkpoints() -> dict[str, str]:

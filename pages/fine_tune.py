@@ -172,7 +172,7 @@ def start(table: PairTable, model: ModelChoice, values: dict, exclusions: list[s
           book: DecisionFile) -> None:
     """Check the settings against the data and launch the run; select it below."""
     try:
-        config = TrainConfig(data=state.loaded_data().path, model=model.spec,
+        config = TrainConfig(data=state.loaded_data().path, model=model.spec, arch=model.arch,
                              exclude=tuple(exclusions),
                              exclude_file=str(book.path) if exclusions else None,
                              **values)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import json
 import os
 import subprocess
@@ -40,6 +42,15 @@ def test_create_refuses_another_run_and_touches_nothing(tmp_path):
         RunDir(run.path).create({**CONFIG, "lambda": 1.0})
     assert "\n" not in str(err.value)
     assert _snapshot(run.path) == before
+
+
+def test_a_run_from_before_a_new_null_field_reopens_but_not_with_a_value(tmp_path):
+    """config.json written before a field with a None default existed (e.g. arch) holds it as
+    None: the same run reopens; a value for the field is another run."""
+    run = RunDir(tmp_path / "run").create(CONFIG)
+    assert RunDir(run.path).create({**CONFIG, "arch": None}).read_config() == CONFIG
+    with pytest.raises(ConfigError, match=r"already holds another run .*field arch"):
+        RunDir(run.path).create({**CONFIG, "arch": "ViT-B-16"})
 
 
 def test_create_refuses_a_non_empty_folder_that_is_not_a_run(tmp_path):
@@ -122,6 +133,33 @@ def test_partial_trailing_metrics_line_is_ignored_then_cut(tmp_path):
     records = run.read_metrics()
     assert [r["step"] for r in records] == [0, 1, 2, 3] and records[-1]["distance"] is None
     assert run.metrics_path.read_text().count("\n") == 4
+
+
+def test_truncate_metrics_reads_the_file_once_and_rewrites_only_to_cut(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "run").create(CONFIG)
+    for step in range(4):
+        run.append_metrics({"step": step, "loss": 1.0})
+    reads = []
+    real_open = io.open
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if not isinstance(file, int) and os.fspath(file) == os.fspath(run.metrics_path) \
+                and "r" in mode:
+            reads.append(mode)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    before = run.metrics_path.stat()
+    run.truncate_metrics(3)  # nothing to cut: the file stays as it is
+    after = run.metrics_path.stat()
+    assert len(reads) == 1
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    reads.clear()
+    run.truncate_metrics(1)
+    assert len(reads) == 1
+    monkeypatch.undo()
+    assert run.metrics_path.read_text() == '{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 1.0}\n'
 
 
 def test_corrupt_metrics_line_is_a_one_line_data_error(tmp_path):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # TrainConfig fields settable by an option of the same name (saved in config.json).
 _CONFIG_FIELDS: tuple[str, ...] = (
-    "data", "model", "attribute", "lam", "statistic", "distance", "blur", "fair_on", "dbpm",
+    "data", "model", "arch", "attribute", "lam", "statistic", "distance", "blur", "fair_on", "dbpm",
     "beta_np", "beta_fp", "warmup", "epochs", "lr", "weight_decay", "batch_size", "scope",
     "last_k", "k_per_group", "seed", "device", "autocast", "grad_clip", "selection",
     "eval_min_n", "n_bootstrap", "checkpoint_every",
@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--data", metavar="PATH", help="a FairVLMed folder or a manifest")
     data.add_argument("--model", metavar="SPEC", help="demo, ARCH:TAG, hf-hub:ORG/NAME or a "
                       "checkpoint file")
+    data.add_argument("--arch", metavar="NAME",
+                      help="open_clip architecture of a checkpoint file, when it cannot be "
+                      "read or inferred from the file (e.g. ViT-B-16)")
     data.add_argument("--attribute", metavar="NAME", help="the protected attribute, e.g. race")
     data.add_argument("--exclude", metavar="FILE", type=Path,
                       help="pair ids to leave out (.txt, or .csv/.json with an id column, "

@@ -54,6 +54,7 @@ import pandas as pd
 from fairvlm.data.images import DEFAULT_NPZ_KEY, REF_SEPARATOR, read_image, read_npz
 from fairvlm.data.manifest import read_tabular, skip_warnings
 from fairvlm.data.table import UNKNOWN_NAME, Attribute, PairTable, check_note_length
+from fairvlm.data.text import decode_utf8
 from fairvlm.errors import DataError
 
 SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -306,16 +307,8 @@ def _scalar(value: object, field: str, path: Path) -> object:
                             "single value")
         value = value.reshape(()).item()
     if isinstance(value, bytes):
-        value = _decode(value, field, path)
+        value = decode_utf8(value, f"{path}: field {field}")
     return value
-
-
-def _decode(raw: bytes, field: str, path: Path) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: field {field}: not UTF-8 text (byte 0x{raw[error.start]:02x} "
-                        f"at offset {error.start}); expected UTF-8") from None
 
 
 def _label(value: object, path: Path) -> int:

@@ -29,6 +29,8 @@ from fairvlm.errors import ModelError
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEMO_ARCH = "fairvlm-demo-rn"
 _QUICKGELU_SUFFIX = "-quickgelu"
+# Where a user names a checkpoint's architecture, in the command line and in the app.
+ARCH_CHOICE = "--arch (command line) or the Architecture field (app)"
 _MAX_NAMES_IN_MESSAGE = 3
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -41,10 +43,15 @@ def register_configs() -> tuple[str, ...]:
     return tuple(sorted(path.stem for path in CONFIG_DIR.glob("*.json")))
 
 
+def known_architectures() -> tuple[str, ...]:
+    """Names of every registered open_clip configuration, fairvlm's included, sorted."""
+    register_configs()
+    return tuple(sorted(open_clip.list_models()))
+
+
 def is_known(arch: str) -> bool:
     """Whether ``arch`` names a registered open_clip configuration."""
-    register_configs()
-    return arch in open_clip.list_models()
+    return arch in known_architectures()
 
 
 def build_model(arch: str, *, quick_gelu: bool = False,
@@ -148,7 +155,7 @@ def infer_architecture(shapes: Shapes, *, source: str, prefer_quickgelu: bool = 
     ------
     ModelError
         If no candidate matches: names the closest candidate and how it differs, and asks for
-        ``--arch``.
+        the architecture (:data:`ARCH_CHOICE`).
     """
     candidates = _candidates(shapes)
     matches = []
@@ -164,7 +171,7 @@ def infer_architecture(shapes: Shapes, *, source: str, prefer_quickgelu: bool = 
     hint = "" if closest is None else f"; closest is {closest[1]}: {closest[2].describe()}"
     raise ModelError(
         f"{source}: cannot tell the architecture from its {len(shapes)} tensors{hint}; "
-        "pass the open_clip architecture name with --arch (e.g. --arch ViT-B-16)"
+        f"choose its open_clip architecture (e.g. ViT-B-16) with {ARCH_CHOICE}"
     )
 
 

@@ -203,6 +203,7 @@ def _with_weights(model: torch.nn.Module, state: keymap.StateDict, *, source: st
     mismatch = architectures.compare(adapted.shapes(), expected)
     if mismatch.count:
         raise ModelError(f"{source}: does not fit architecture {arch}: {mismatch.describe()}",
-                         hint="pass the right open_clip architecture with --arch")
+                         hint=f"choose the right open_clip architecture with "
+                              f"{architectures.ARCH_CHOICE}")
     model.load_state_dict(adapted.tensors, strict=True)
     return model

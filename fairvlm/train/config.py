@@ -49,6 +49,9 @@ class TrainConfig(JsonConfig):
         A data set path (:func:`fairvlm.data.load_dataset`).
     model
         A model spec (:func:`fairvlm.models.load_model`): ``demo``, ``ARCH:TAG``, a file.
+    arch
+        The open_clip architecture of a checkpoint file that neither names it nor reveals it
+        by its tensors; None reads or infers it (``load_model``'s ``arch``).
     attribute
         The protected attribute whose groups the fairness term and the sampler use, and whose
         ES-AUC selects the epoch.
@@ -97,6 +100,7 @@ class TrainConfig(JsonConfig):
 
     data: str = ""
     model: str = ""
+    arch: str | None = None
     attribute: str = ""
     lam: float = 0.1
     statistic: str = "loss"
@@ -129,6 +133,8 @@ class TrainConfig(JsonConfig):
         for name in ("data", "model", "attribute"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise self._fail(name, getattr(self, name), "a non-empty string")
+        if self.arch is not None and (not isinstance(self.arch, str) or not self.arch.strip()):
+            raise self._fail("arch", self.arch, "an open_clip architecture name, or null")
         self.fairness()
         self.dbpm_config()
         for name in ("epochs", "batch_size", "last_k", "k_per_group", "eval_min_n"):

@@ -189,7 +189,7 @@ class _Trainer:
         self.fairness = config.fairness()
         self.sampler = data.sampler
         torch.manual_seed(config.seed)
-        self.loaded: LoadedModel = load_model(config.model, device=device)
+        self.loaded: LoadedModel = load_model(config.model, device=device, arch=config.arch)
         self.model = self.loaded.model.eval()
         select_trainable(self.model, config.scope, last_k=config.last_k)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]

@@ -139,8 +139,9 @@ def device_name(device: str) -> str:
 
 
 @st.cache_resource(max_entries=_MODELS_KEPT, show_spinner=False)
-def load_model(spec: str, device: str) -> LoadedModel:
-    """:func:`fairvlm.models.load_model` of ``spec`` on ``device``; read-only once cached."""
+def load_model(spec: str, device: str, arch: str | None = None) -> LoadedModel:
+    """:func:`fairvlm.models.load_model` of ``spec`` on ``device`` with the architecture
+    ``arch`` (None: read or inferred from the checkpoint); read-only once cached."""
     from fairvlm.models import load_model as load
 
-    return load(spec, device=device)
+    return load(spec, device=device, arch=arch)

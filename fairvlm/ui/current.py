@@ -10,6 +10,7 @@ an ``st.progress`` bar; one preparation at a time per server process.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,8 @@ from fairvlm.data.demo import read_demo_manifest
 from fairvlm.ui import cache, state
 from fairvlm.ui.cli_jobs import ProgressCallback, run_fairvlm
 from fairvlm.ui.feedback import user_errors
-from fairvlm.ui.state import AUTO_DEVICE, DataChoice, LoadedData, LoadedModelInfo
+from fairvlm.ui.state import AUTO_DEVICE, DataChoice, LoadedData, LoadedModelInfo, ModelChoice
+from fairvlm.ui.text import plain
 from fairvlm.uploads import uploads_dir
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ def load_choice(choice: DataChoice) -> PairTable:
         The path is outside the allowed roots, or the data cannot be loaded.
     """
     path, roots = _resolve(choice)
-    with st.spinner(f"Loading {path.name} ..."):
+    with st.spinner(f"Loading {plain(path.name)} ..."):
         table = cache.load_table(str(path), choice.attributes, cache.path_stamp(path),
                                  tuple(str(root) for root in roots))
     synthetic = read_demo_manifest(path if path.is_dir() else path.parent) is not None
@@ -94,11 +96,29 @@ def current_model() -> LoadedModel:
         checkpoint cannot be loaded.
     """
     choice = state.model_choice()
-    loaded = load_spec(choice.spec, choice.device)
+    loaded = load_spec(choice.spec, choice.device, choice.arch)
     state.set_loaded_model(LoadedModelInfo(spec=choice.spec, arch=loaded.arch,
                                            device=loaded.device,
                                            fingerprint=loaded.fingerprint))
     return loaded
+
+
+def use_model(choice: ModelChoice) -> LoadedModel:
+    """Load ``choice`` and make it the model in use; on failure the model in use stays.
+
+    The choice keeps its architecture only where the loader used it (a checkpoint file); a
+    spec that names its own architecture is recorded without it.
+
+    Raises
+    ------
+    ModelError
+        As :func:`current_model`.
+    """
+    loaded = load_spec(choice.spec, choice.device, choice.arch)
+    if choice.arch not in (None, loaded.arch):
+        choice = replace(choice, arch=None)
+    state.set_model_choice(choice)
+    return current_model()
 
 
 def table_and_model() -> tuple[PairTable, LoadedModel] | None:
@@ -113,9 +133,12 @@ def table_and_model() -> tuple[PairTable, LoadedModel] | None:
     return None
 
 
-def load_spec(spec: str, device: str) -> LoadedModel:
+def load_spec(spec: str, device: str, arch: str | None = None) -> LoadedModel:
     """The model ``spec`` on ``device`` (or ``auto``), checked and cached like the chosen one,
     without making it the model in use (e.g. a checkpoint to compare with it).
+
+    ``arch`` is the open_clip architecture of a checkpoint file (None: read or inferred from
+    the file); other specs name their own, so it is dropped for them (and from the cache key).
 
     Raises
     ------
@@ -123,9 +146,9 @@ def load_spec(spec: str, device: str) -> LoadedModel:
         As :func:`current_model`.
     """
     device = resolve_device(device)
-    _check_spec(spec)
-    with st.spinner(f"Loading model {spec} on {device} ..."):
-        return cache.load_model(spec, device)
+    is_file = _check_spec(spec)
+    with st.spinner(f"Loading model {plain(spec)} on {device} ..."):
+        return cache.load_model(spec, device, arch if is_file else None)
 
 
 def resolve_device(device: str) -> str:
@@ -136,8 +159,9 @@ def resolve_device(device: str) -> str:
     return devices[1] if len(devices) > 1 else devices[0]
 
 
-def _check_spec(spec: str) -> None:
-    """Prepare the demo model, or keep a checkpoint file inside the allowed roots."""
+def _check_spec(spec: str) -> bool:
+    """Prepare the demo model, or keep a checkpoint file inside the allowed roots; return
+    whether ``spec`` is a checkpoint file."""
     from fairvlm.models import parse_spec
 
     parsed = parse_spec(spec)
@@ -145,6 +169,7 @@ def _check_spec(spec: str) -> None:
         ensure_demo_model()
     elif parsed.kind == "file":
         paths.require_within_roots(parsed.path, [*paths.data_roots(), paths.runs_dir()])
+    return parsed.kind == "file"
 
 
 def ensure_demo_model() -> None:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import streamlit as st
 
 from fairvlm.errors import ConfigError, DataError, FairVLMError, ModelError
+from fairvlm.ui.text import plain
 
 DEFAULT_HINTS: dict[type[FairVLMError], str] = {
     DataError: "Check the path and the data format: a Harvard-FairVLMed folder "
@@ -35,11 +36,12 @@ def hint_for(error: FairVLMError) -> str | None:
 
 
 def show_error(error: FairVLMError) -> None:
-    """Draw ``error`` as one ``st.error`` line followed by its hint."""
-    st.error(str(error), icon=":material/error:")
+    """Draw ``error`` as one ``st.error`` line followed by its hint, both shown as written
+    (:func:`~fairvlm.ui.text.plain`: a path's ``*`` or ``__`` is not Markdown)."""
+    st.error(plain(str(error)), icon=":material/error:")
     hint = hint_for(error)
     if hint:
-        st.caption(f"Hint: {hint}")
+        st.caption(f"Hint: {plain(hint)}")
 
 
 @contextmanager

@@ -56,7 +56,7 @@ def _card(table: PairTable, row: pd.Series) -> None:
     try:
         st.image(cache.thumbnail(str(row["image"]), table.fingerprint()), width="stretch")
     except DataError as error:
-        st.warning(str(error), icon=":material/broken_image:")
+        st.warning(plain(str(error)), icon=":material/broken_image:")
     label = LABEL_NAMES[int(row["label"])]
     st.markdown(f"**{plain(row['id'])}** · {row['split']} · {label}")
     if table.attributes:

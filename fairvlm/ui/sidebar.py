@@ -36,8 +36,9 @@ def _model_block() -> None:
     loaded = state.loaded_model()
     st.markdown(f"**Model** · {plain(choice.spec)}")
     device = resolve_device(choice.device)
-    if loaded is not None and (loaded.spec, loaded.device) == (choice.spec, device):
-        st.caption(f"{loaded.arch} · weights `{loaded.fingerprint[:16]}`")
+    if (loaded is not None and (loaded.spec, loaded.device) == (choice.spec, device)
+            and choice.arch in (None, loaded.arch)):
+        st.caption(f"{plain(loaded.arch)} · weights `{loaded.fingerprint[:16]}`")
     else:
         st.caption("not loaded yet")
     st.markdown(f"**Device** · {cache.device_name(device)}")

@@ -41,10 +41,12 @@ class DataChoice:
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """The model to use: a spec string (``demo``, ``ARCH:TAG``, ...) and a device or ``auto``."""
+    """The model to use: a spec string (``demo``, ``ARCH:TAG``, ...), a device or ``auto``, and
+    the open_clip architecture of a checkpoint file (None: read or inferred from the file)."""
 
     spec: str = DEMO_SPEC
     device: str = AUTO_DEVICE
+    arch: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ draws from.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import zipfile
 from collections import Counter
@@ -20,11 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from app_driver import open_app, run
+from app_driver import open_app, run, shown
+from model_files import unnamed_checkpoint
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from fairvlm.ui.state import LOADED_DATA_KEY
+from fairvlm.models import load_model
+from fairvlm.models.architectures import DEMO_ARCH
+from fairvlm.ui.state import LOADED_DATA_KEY, LOADED_MODEL_KEY, MODEL_KEY, ModelChoice
 
 SPLIT_FOLDERS = {"train": "Training", "val": "Validation", "test": "Test"}
 RACE_NAMES = {0: "Asian", 1: "Black", 2: "White"}
@@ -113,7 +117,7 @@ def test_path_outside_the_roots_is_one_error_line(app_home: Path, tmp_path: Path
     app.button(key="data.load_server").click()
     run(app)
     assert len(app.error) == 1
-    message = app.error[0].value
+    message = shown(app.error[0].value)
     assert "outside the allowed data roots" in message and "\n" not in message
     assert str(app_home) in message
     assert any(caption.value.startswith("Hint:") for caption in app.caption)
@@ -189,6 +193,55 @@ def test_bad_model_spec_is_one_error_line(app_home: Path) -> None:
     run(app)
     assert len(app.error) == 1
     assert "file not found" in app.error[0].value and "\n" not in app.error[0].value
+
+
+def test_error_line_shows_a_path_with_markdown_characters_as_written(app_home: Path) -> None:
+    folder = app_home / "scans__x__*2024*"
+    folder.mkdir()
+    app = open_app()
+    app.radio(key="data.source").set_value("server")
+    run(app)
+    app.text_input(key="data.server_path").input(str(folder))
+    run(app)
+    app.button(key="data.load_server").click()
+    run(app)
+    (error,) = app.error
+    assert shown(error.value) == (
+        f"{folder}: neither a Harvard-FairVLMed folder nor a manifest folder; expected "
+        "Training/Validation/Test folders, or manifest.csv or manifest.parquet")
+    assert re.search(r"(?<!\\)[*_]", error.value) is None  # no emphasis marker left bare
+
+
+def test_checkpoint_needing_its_architecture_loads_once_it_is_chosen(
+        app_home: Path, tiny_checkpoint: Path) -> None:
+    path = unnamed_checkpoint(tiny_checkpoint, app_home / "exported.safetensors")
+    app = open_app()
+    app.selectbox(key="model.preset").set_value("other")
+    run(app)
+    assert app.selectbox(key="model.arch").value == "infer"
+    app.text_input(key="model.spec").input(str(path))
+    run(app)
+    app.button(key="model.load").click()
+    run(app)
+    (error,) = app.error
+    assert shown(error.value) == (
+        f"{path}: cannot tell the architecture from its 165 tensors; closest is {DEMO_ARCH}: "
+        "1 with the wrong shape (logit_scale [1] vs []); choose its open_clip architecture "
+        "(e.g. ViT-B-16) with --arch (command line) or the Architecture field (app)")
+    assert MODEL_KEY not in app.session_state  # the model in use stays the default one
+
+    app.selectbox(key="model.arch").set_value(DEMO_ARCH)
+    run(app)
+    app.button(key="model.load").click()
+    run(app)
+    assert not app.error, [e.value for e in app.error]
+    assert app.session_state[MODEL_KEY] == ModelChoice(str(path), "auto", DEMO_ARCH)
+    loaded = app.session_state[LOADED_MODEL_KEY]
+    reference = load_model(str(tiny_checkpoint), device="cpu")
+    assert (loaded.arch, loaded.fingerprint) == (DEMO_ARCH, reference.fingerprint)
+    captions = [shown(c.value) for c in app.caption if c.value.startswith("In use:")]
+    assert captions == [f"In use: {path} · {DEMO_ARCH} on {loaded.device} · weights "
+                        f"`{reference.fingerprint[:16]}`"]
 
 
 def _uploader(app: AppTest):

@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 from app_driver import open_page
 from app_driver import run as rerun
+from model_files import unnamed_checkpoint
 from streamlit.testing.v1 import AppTest
 
 from fairvlm import jobs
 from fairvlm.data import load_dataset
 from fairvlm.decisions import DecisionFile
+from fairvlm.models.architectures import DEMO_ARCH
 from fairvlm.runs import RunDir, RunStatus, list_runs, process_alive
 from fairvlm.train.config import TrainConfig
 from fairvlm.ui import run_monitor
@@ -46,6 +48,17 @@ def home(tmp_path: Path, small_demo_dir: Path, tiny_checkpoint: Path,
     return home
 
 
+
+
+def test_a_checkpoint_whose_architecture_was_chosen_fine_tunes_with_it(home: Path) -> None:
+    """A checkpoint that names no architecture and whose tensors do not tell it trains once
+    the architecture is chosen in the app: the run records it and its worker loads with it."""
+    unnamed_checkpoint(home / "tiny.safetensors", home / "unnamed.safetensors")
+    app = open_page(home, PAGE, checkpoint="unnamed.safetensors", arch=DEMO_ARCH)
+    run = _start(app)
+    assert TrainConfig.from_dict(run.read_config()).arch == DEMO_ARCH
+    _poll(lambda: open_page(home, PAGE, checkpoint="unnamed.safetensors", arch=DEMO_ARCH),
+          "done")
 
 
 def _start(app: AppTest, **settings: object) -> RunDir:

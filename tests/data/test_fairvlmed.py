@@ -282,10 +282,12 @@ def test_non_utf8_notes_csv_refused_with_offset(tmp_path):
 
 def test_non_utf8_note_bytes_in_npz_refused(tmp_path):
     make_tree(tmp_path)
-    write_npz(tmp_path / "Training" / "data_00003.npz", 3, note=np.bytes_(b"ol\xe9"))
-    with pytest.raises(DataError, match=r"data_00003\.npz: field note: not UTF-8 text \(byte "
-                                        r"0xe9 at offset 2\)"):
+    path = tmp_path / "Training" / "data_00003.npz"
+    write_npz(path, 3, note=np.bytes_(b"two\nlines ol\xe9"))
+    with pytest.raises(DataError) as error:
         load_fairvlmed(tmp_path)
+    assert str(error.value) == (f"{path}: field note: not UTF-8 text (byte 0xe9 at offset 12, "
+                                "line 2); expected UTF-8, re-save the file as UTF-8")
 
 
 def test_fingerprint_is_stable_and_sees_edits(tmp_path):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_driver import open_app, run
+from app_driver import open_app, run, shown
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -104,8 +104,9 @@ class Messages:
 
     @staticmethod
     def shown(message: str, elements: Iterable[str]) -> bool:
-        """Whether the app shows ``message`` in one of ``elements`` (``st.error`` shows it as
-        written; a warning or a run's state escapes Markdown with :func:`plain`)."""
+        """Whether the app shows ``message`` in one of ``elements`` (errors, warnings and a
+        run's state escape Markdown with :func:`plain`; a message without Markdown syntax
+        reads the same either way)."""
         return any(value in (message, plain(message)) for value in elements)
 
 
@@ -292,11 +293,13 @@ class AppUser:
 
     @property
     def errors(self) -> list[str]:
-        return [element.value for element in self.app.error]
+        """The text each ``st.error`` shows (its Markdown escapes removed)."""
+        return [shown(element.value) for element in self.app.error]
 
     @property
     def warnings(self) -> list[str]:
-        return [element.value for element in self.app.warning]
+        """The text each ``st.warning`` shows (its Markdown escapes removed)."""
+        return [shown(element.value) for element in self.app.warning]
 
     @property
     def data_in_use(self) -> tuple[DataChoice, str]:

@@ -130,8 +130,8 @@ CASES = [
               f"{{spec}}: does not fit architecture {DEMO_ARCH}: {WRONG_SHAPE}"),
     ModelCase("wrong-shapes-without-arch", wrong_shapes_without_arch,
               "{spec}: cannot tell the architecture from its 165 tensors; closest is "
-              f"{DEMO_ARCH}: {WRONG_SHAPE}; pass the open_clip architecture name with --arch "
-              "(e.g. --arch ViT-B-16)"),
+              f"{DEMO_ARCH}: {WRONG_SHAPE}; choose its open_clip architecture (e.g. ViT-B-16) "
+              "with --arch (command line) or the Architecture field (app)"),
     ModelCase("text-file-named-pt", _file("notes.pt", b"these are not weights\n"),
               "{spec}: not a PyTorch checkpoint (neither a zip archive written by torch.save "
               f"nor a pickle); {TORCH_SAVE}"),
