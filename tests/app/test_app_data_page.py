@@ -107,15 +107,10 @@ def test_count_tables_follow_the_split_choice(app_home: Path) -> None:
 
 
 def test_path_outside_the_roots_is_one_error_line(app_home: Path, tmp_path: Path) -> None:
-    app = open_app()
-    app.radio(key="data.source").set_value("server")
-    run(app)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    app.text_input(key="data.server_path").input(str(outside))
-    run(app)
-    app.button(key="data.load_server").click()
-    run(app)
+    app = open_app()
+    _load_from_server(app, outside)
     assert len(app.error) == 1
     message = shown(app.error[0].value)
     assert "outside the allowed data roots" in message and "\n" not in message
@@ -129,12 +124,7 @@ def test_server_folder_inside_the_roots_loads(app_home: Path, small_demo_dir: Pa
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAIRVLM_DATA_ROOTS", f"{app_home}:{small_demo_dir.parent}")
     app = open_app()
-    app.radio(key="data.source").set_value("server")
-    run(app)
-    app.text_input(key="data.server_path").input(str(small_demo_dir))
-    run(app)
-    app.button(key="data.load_server").click()
-    run(app)
+    _load_from_server(app, small_demo_dir)
     assert not app.error
     assert any("Loaded" in s.value for s in app.success)
     loaded = app.session_state[LOADED_DATA_KEY]  # what the sidebar shows (see module docstring)
@@ -150,12 +140,7 @@ def test_manifest_pointing_outside_the_roots_is_refused(app_home: Path,
     manifest.write_text(f"image,text,label,split\n{first},a note,1,train\n"
                         f"{second},another note,0,test\n", encoding="utf-8")
     app = open_app()
-    app.radio(key="data.source").set_value("server")
-    run(app)
-    app.text_input(key="data.server_path").input(str(manifest))
-    run(app)
-    app.button(key="data.load_server").click()
-    run(app)
+    _load_from_server(app, manifest)
     assert len(app.error) == 1
     assert "image outside the allowed data roots" in app.error[0].value
 
@@ -199,12 +184,7 @@ def test_error_line_shows_a_path_with_markdown_characters_as_written(app_home: P
     folder = app_home / "scans__x__*2024*"
     folder.mkdir()
     app = open_app()
-    app.radio(key="data.source").set_value("server")
-    run(app)
-    app.text_input(key="data.server_path").input(str(folder))
-    run(app)
-    app.button(key="data.load_server").click()
-    run(app)
+    _load_from_server(app, folder)
     (error,) = app.error
     assert shown(error.value) == (
         f"{folder}: neither a Harvard-FairVLMed folder nor a manifest folder; expected "
@@ -310,3 +290,13 @@ def test_uploaded_csv_manifest_with_attribute_columns(app_home: Path) -> None:
     sexes_shown = _group_table(app, "sex").set_index("group")
     assert sexes_shown["n"].to_dict() == {"F": 4, "M": 2}
     assert sexes_shown.loc["F", "positives"] == 2  # rows 0, 2, 3, 5 have labels 0, 0, 1, 1
+
+
+def _load_from_server(app: AppTest, path: Path) -> None:
+    """Choose "server", type ``path`` and press Load, as a user does."""
+    app.radio(key="data.source").set_value("server")
+    run(app)
+    app.text_input(key="data.server_path").input(str(path))
+    run(app)
+    app.button(key="data.load_server").click()
+    run(app)
