@@ -1,9 +1,9 @@
 """Numpy or torch in, the same kind out: input checks and conversions for :mod:`fairvlm.ot`.
 
 Every public function of :mod:`fairvlm.ot` accepts numpy arrays (or sequences) and torch
-tensors. The computation always runs in float64 torch; torch inputs keep their autograd graph
-and device, and the result goes back to the caller's kind: a torch tensor of the caller's
-floating dtype, or a Python float / numpy array.
+tensors. The computation runs in float64 (the Sinkhorn solver in numpy on the host, W2 in
+torch); torch inputs keep their autograd graph and device, and the result goes back to the
+caller's kind: a torch tensor of the caller's floating dtype, or a Python float / numpy array.
 """
 
 from __future__ import annotations

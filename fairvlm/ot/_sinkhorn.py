@@ -164,7 +164,7 @@ def debiased_sinkhorn(sources: Clouds, targets: Clouds, settings: SolverSettings
     n_sources, width = sources.points.shape
     value = np.empty(n_sources)
     source_grad = np.zeros((n_sources, width)) if gradients else None
-    target_grad = np.empty((n_sources, targets.points.shape[1])) if gradients else None
+    target_grad = np.zeros((n_sources, targets.points.shape[1])) if gradients else None
     for rows in size_batches(sources.counts()):
         part = sources.take(rows)
         cross = entropic_transport(part, targets if shared_target else targets.take(rows),
@@ -172,9 +172,8 @@ def debiased_sinkhorn(sources: Clouds, targets: Clouds, settings: SolverSettings
         own = self_transport(part, settings, gradients=gradients)
         value[rows] = cross.value - 0.5 * own.value
         if gradients:
-            part_width = part.points.shape[1]
-            source_grad[rows, :part_width] = cross.source_grad - 0.5 * own.source_grad
-            target_grad[rows] = cross.target_grad
+            source_grad[rows, :part.points.shape[1]] = cross.source_grad - 0.5 * own.source_grad
+            target_grad[rows, :cross.target_grad.shape[1]] = cross.target_grad
     value -= 0.5 * targets_self.value
     if gradients:
         target_grad -= 0.5 * targets_self.source_grad
