@@ -7,7 +7,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test test-slow lint demo bench
+.PHONY: run test test-slow lint demo bench bench-gpu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,10 @@ lint: $(STAMP_DEV)
 
 bench: $(STAMP_DEV)
 	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+# The GPU step-time figures of the README (ViT-B-16, random weights; needs CUDA).
+bench-gpu: $(STAMP_RUN)
+	$(BIN)/python bench/bench_train_step.py --arch ViT-B-16 --device cuda --steps 20 --warmup 5 \
+		--json bench/results/vitb16_b32.json | tee bench/results/vitb16_b32.txt
+	$(BIN)/python bench/bench_train_step.py --arch ViT-B-16 --device cuda --batch 128 --steps 10 \
+		--warmup 3 --json bench/results/vitb16_b128.json | tee bench/results/vitb16_b128.txt
