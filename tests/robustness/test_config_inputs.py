@@ -95,7 +95,7 @@ CASES = [
                build=_config_file(lambda setting: "{data: 'scans'}")),
     ConfigCase("run-config-unknown-field", RESUME,
                "{folder}/run/config.json: train config: unknown field(s) colour; expected some "
-               "of data, model, attribute, lam, statistic, distance, blur, fair_on, dbpm, "
+               "of data, model, arch, attribute, lam, statistic, distance, blur, fair_on, dbpm, "
                "beta_np, beta_fp, warmup, epochs, lr, weight_decay, batch_size, scope, last_k, "
                "k_per_group, seed, device, autocast, grad_clip, selection, eval_min_n, "
                "n_bootstrap, checkpoint_every, exclude, exclude_file",
