@@ -27,6 +27,22 @@ the next size is skipped there for that target. geomloss's error at its default
 
 Usage: ``python bench/bench_sinkhorn.py [--sizes 32 128 512 2048 4096] [--targets 1e-2 1e-4]
 [--budget 60]``
+
+``--summaries`` measures instead what the audit does above ``sinkhorn_max_pairs``: the
+divergences of every group solved on summaries of the distributions
+(:mod:`fairvlm.ot._summaries`), against the exact solve in the same process, on 12 data sets
+(probabilities in [0, 1], gamma-tailed per-pair losses, similarities; populations of 1,000 and
+2,000 with groups of 20 to 1,500; with and without group differences) and two stress cases (a
+far outlier beyond a uniform group; a bimodal population), at blur 0.05, 0.1 and 0.2 times the
+values' standard deviation (the audit's convention). It prints each group's largest absolute
+error (as a fraction of the values' variance), relative error and error over the ``W2^2`` the
+summaries moved (``delta_g + delta_D``), the exact and summarised times and their ratio; then
+the summarised time at ``--summary-sizes`` pairs (5 groups), where the exact solve is out of
+reach, with ``--reference-atoms`` the error against summaries of that many atoms there, and
+the audit's whole distances stage (two statistics, Sinkhorn, ``W2^2/2``, 200-shuffle
+permutation null) at each size, and at 2,000 pairs exact vs summarised.
+``python bench/bench_sinkhorn.py --summaries [--summary-sizes 10000 100000]
+[--reference-atoms 1024]``
 """
 
 from __future__ import annotations
@@ -264,6 +280,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds of accuracy search per contender and size")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--summaries", action="store_true",
+                        help="measure the audit's summarised divergences instead (see above)")
+    parser.add_argument("--summary-sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--reference-atoms", type=int, default=0,
+                        help="with --summaries: check the summary-size runs against summaries "
+                        "of this many atoms (0: skip; 1024 takes about 4 s a data set)")
     args = parser.parse_args(argv)
 
     from threadpoolctl import threadpool_limits
@@ -272,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)
+    if args.summaries:
+        with threadpool_limits(args.threads):
+            summaries_main(args.summary_sizes, args.reference_atoms)
+        return
     last: dict[tuple[str, float], tuple[int, float]] = {}  # (contender, target) -> (n, seconds)
     rows: list[tuple[int, str, dict[float, Outcome]]] = []
     with threadpool_limits(args.threads):
@@ -327,6 +353,138 @@ def print_table(rows: list[tuple[int, str, Outcome]], target: float) -> None:
         print(f"{n:>5} {name:<24} {knob:>8} {error:>8} {outcome.forward:>9.4f} "
               f"{outcome.forward / ours.forward:>7.1f} {outcome.backward:>9.4f} "
               f"{outcome.backward / ours.backward:>7.1f}  {outcome.note}")
+
+
+# --- Summaries: the audit's divergences above sinkhorn_max_pairs -------------------------------
+
+SUMMARY_BLURS = (0.05, 0.1, 0.2)  # times the values' standard deviation, as in the audit
+SUMMARY_LAYOUTS = ((1000, (500, 300, 150, 50)), (2000, (1500, 400, 80, 20)),
+                   (2000, (1000, 600, 300, 100)))
+KINDS = ("probability", "loss", "similarity")
+LARGE_SHARES = (0.45, 0.25, 0.15, 0.10, 0.05)
+
+
+def audit_statistic(kind: str, sizes: Sequence[int], shift: float,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pair values and group codes (groups of ``sizes``, shuffled): ``probability``
+    ``sigmoid(z)``, ``z ~ N(+-2, 1.5)`` by a 50/50 label; ``loss`` ``Gamma(2, 0.6)``;
+    ``similarity`` ``N(0.3, 0.05)``. With ``shift`` 1, groups 1 to 3 move or grow a tail."""
+    codes = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    n = codes.size
+    if kind == "probability":
+        z = rng.normal(np.where(rng.random(n) < 0.5, 2.0, -2.0), 1.5)
+        z += shift * ((codes == 1) - 0.5 * (codes == 2))
+        return 1.0 / (1.0 + np.exp(-z)), codes
+    if kind == "loss":
+        tail = rng.exponential(0.3, n) * (codes == 2)
+        return rng.gamma(2.0, 0.6, n) + shift * (0.5 * (codes == 1) + tail), codes
+    return rng.normal(0.3, 0.05, n) + shift * (0.01 * (codes == 1) - 0.02 * (codes == 3)), codes
+
+
+def summary_data_sets() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The named data sets of the error table (seeded)."""
+    rng = np.random.default_rng(0)
+    sets = [(f"{kind} N={n} {'shifted' if shift else 'alike'} {list(sizes)}",
+             *audit_statistic(kind, sizes, shift, rng))
+            for n, sizes in SUMMARY_LAYOUTS for kind in KINDS for shift in (0.0, 1.0)]
+    halves = np.repeat([0, 1], 1000)
+    sets.append(("stress: uniform group, outlier at 3", np.r_[rng.random(1999), 3.0], halves))
+    sets.append(("stress: bimodal population", np.r_[rng.normal(0, 0.1, 1500),
+                                                      rng.normal(1, 0.1, 500)], halves))
+    return sets
+
+
+def summaries_main(sizes: Sequence[int], reference_atoms: int) -> None:
+    from fairvlm import ot
+    from fairvlm.ot._summaries import summarised_group_sinkhorn_divergences
+
+    print("Summarised vs exact debiased Sinkhorn divergences of every group (errors: largest "
+          "over the groups; abs / var: absolute error over the values' variance; err / moved: "
+          "over delta_g + delta_D)")
+    header = (f"{'data set':<50} {'blur':>5} {'abs/var':>8} {'rel':>8} {'err/moved':>9} "
+              f"{'exact s':>8} {'summ. s':>8} {'ratio':>6}")
+    print(header + "\n" + "-" * len(header))
+    worst = np.zeros(3)
+    for name, values, codes in summary_data_sets():
+        n_groups = int(codes.max()) + 1
+        for relative_blur in SUMMARY_BLURS:
+            blur = relative_blur * values.std()
+            start = time.perf_counter()
+            exact = np.asarray(ot.group_sinkhorn_divergences(values, codes, n_groups,
+                                                             blur=blur)[0])
+            exact_time = time.perf_counter() - start
+            start = time.perf_counter()
+            result = summarised_group_sinkhorn_divergences(values, codes, n_groups, blur=blur)
+            summary_time = time.perf_counter() - start
+            error = np.abs(result.divergences - exact)
+            moved = result.moved + result.population_moved
+            row = np.array([np.max(error) / values.var(), np.max(error / exact),
+                            np.max(np.where(moved > 0, error / np.where(moved > 0, moved, 1),
+                                            0.0))])
+            worst = np.maximum(worst, row)
+            print(f"{name:<50} {relative_blur:>5} {row[0]:>8.1e} {row[1]:>8.1e} {row[2]:>9.2f} "
+                  f"{exact_time:>8.2f} {summary_time:>8.3f} {exact_time / summary_time:>6.0f}",
+                  flush=True)
+    print(f"worst: abs/var {worst[0]:.1e}, relative {worst[1]:.1e}, err/moved {worst[2]:.2f}")
+    for n in sizes:
+        summaries_at_scale(n, reference_atoms)
+    distances_stage(sizes)
+
+
+def summaries_at_scale(n: int, reference_atoms: int) -> None:
+    """Summarised time (and error against finer summaries) at ``n`` pairs, 5 groups."""
+    from fairvlm.ot._summaries import summarised_group_sinkhorn_divergences
+
+    rng = np.random.default_rng(1)
+    counts = [int(share * n) for share in LARGE_SHARES]
+    counts[0] += n - sum(counts)
+    print(f"\n{n:,} pairs, groups {counts}: summarised solve (exact: out of reach)")
+    for kind in KINDS:
+        values, codes = audit_statistic(kind, counts, 1.0, rng)
+        for relative_blur in SUMMARY_BLURS:
+            blur = relative_blur * values.std()
+            start = time.perf_counter()
+            result = summarised_group_sinkhorn_divergences(values, codes, len(counts), blur=blur)
+            moved = (result.moved.max() + result.population_moved) / values.var()
+            line = (f"  {kind:<10} blur {relative_blur:<4} {time.perf_counter() - start:6.2f} s, "
+                    f"moved/var {moved:.1e}, S/var "
+                    f"{np.array2string(result.divergences / values.var(), precision=4)}")
+            if reference_atoms:
+                finer = summarised_group_sinkhorn_divergences(
+                    values, codes, len(counts), blur=blur, max_atoms=reference_atoms)
+                error = np.abs(result.divergences - finer.divergences)
+                line += (f"; vs {reference_atoms} atoms: abs/var {error.max() / values.var():.1e}, "
+                         f"rel {np.max(error / finer.divergences):.1e}")
+            print(line, flush=True)
+
+
+def distances_stage(sizes: Sequence[int]) -> None:
+    """The audit's distances stage (two statistics, default config) at each size, and at 2,000
+    pairs exact (``sinkhorn_max_pairs`` 2,000) vs summarised (0)."""
+    from dataclasses import replace
+
+    from fairvlm.audit import STATISTICS, _group_distances
+    from fairvlm.config import AuditConfig
+
+    config = AuditConfig()
+
+    def stage(n: int, stage_config: AuditConfig) -> float:
+        rng = np.random.default_rng(2)
+        counts = [int(share * n) for share in LARGE_SHARES]
+        counts[0] += n - sum(counts)
+        data = [audit_statistic(kind, counts, 1.0, rng) for kind in ("loss", "similarity")]
+        start = time.perf_counter()
+        for values, codes in data:
+            _group_distances(values, codes, len(counts), stage_config)
+        return time.perf_counter() - start
+
+    print(f"\nThe audit's distances stage, {len(STATISTICS)} statistics, 5 groups, "
+          f"{config.n_permutations} permutations, blur {config.blur}:")
+    exact, summarised = stage(2000, config), stage(2000, replace(config, sinkhorn_max_pairs=0))
+    print(f"  2,000 pairs: exact {exact:.2f} s, summarised {summarised:.2f} s "
+          f"(ratio {exact / summarised:.1f})")
+    for n in sizes:
+        print(f"  {n:,} pairs: {stage(n, config):.2f} s (summarised)", flush=True)
 
 
 if __name__ == "__main__":

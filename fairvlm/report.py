@@ -162,7 +162,8 @@ def _attribute_section(audited: AttributeAudit, result: AuditResult,
               "W₂²/2 at least as large (small p: more than noise).</p>",
               *(figures(plots.distribution_figure(result.predictions, view))
                 for view in audited.distributions),
-              _distance_table(audited.distributions), "</section>"]
+              _distance_table(audited.distributions, result.config.sinkhorn_max_pairs),
+              "</section>"]
     return "\n".join(parts)
 
 
@@ -188,7 +189,7 @@ def _group_table(report: AttributeReport) -> str:
                    "accuracy", "note"), rows, with_notes=True)
 
 
-def _distance_table(views: Sequence[DistributionView]) -> str:
+def _distance_table(views: Sequence[DistributionView], sinkhorn_max_pairs: int) -> str:
     header = ["group", "n"]
     for view in views:
         header += [f"{view.statistic} mean", f"{view.statistic} S", f"{view.statistic} W₂²/2",
@@ -203,8 +204,10 @@ def _distance_table(views: Sequence[DistributionView]) -> str:
         rows.append(row)
     blurs = ", ".join(f"{v.statistic} {v.blur:.3g}" for v in views)
     caption = (f"Sinkhorn blur (ε = blur²): {blurs}; {views[0].n_permutations} permutations "
-               f"(p of W₂²/2); population: {views[0].population_n} pairs; – : not computed "
-               "(no pairs, or Sinkhorn above sinkhorn_max_pairs).")
+               f"(p of W₂²/2); population: {views[0].population_n} pairs; – : no pairs.")
+    if views[0].population_n > sinkhorn_max_pairs:
+        caption += (f" S is solved on summaries of the distributions (population above "
+                    f"sinkhorn_max_pairs = {sinkhorn_max_pairs:,}; see Read with care).")
     return _table(header, rows, caption=caption)
 
 

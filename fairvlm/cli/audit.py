@@ -69,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--sinkhorn-max-pairs", type=int, metavar="N",
                         default=_DEFAULTS.sinkhorn_max_pairs,
-                        help="compute Sinkhorn divergences only up to N audited pairs; above, "
-                        "report the exact W2^2/2 alone (default: %(default)s)")
+                        help="solve Sinkhorn divergences exactly up to N audited pairs; above, "
+                        "on 256-atom summaries of each distribution, with a note (default: "
+                        "%(default)s)")
     parser.add_argument("--min-n", type=int, metavar="N", default=_DEFAULTS.min_n,
                         help="hide groups with fewer pairs from the summary (default: "
                         "%(default)s)")

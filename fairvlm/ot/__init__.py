@@ -28,6 +28,7 @@ from fairvlm.ot._permutation import (
     group_permutation_null,
     permutation_null,
 )
+from fairvlm.ot._summaries import summarised_group_sinkhorn_divergences
 
 __all__ = [
     "STATISTICS",
@@ -37,5 +38,6 @@ __all__ = [
     "group_wasserstein_distances",
     "permutation_null",
     "sinkhorn_divergence",
+    "summarised_group_sinkhorn_divergences",
     "wasserstein2_1d",
 ]

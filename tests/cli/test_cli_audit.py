@@ -135,3 +135,20 @@ def test_single_class_split_says_auc_undefined(small_demo_dir, tiny_checkpoint,
     assert metrics["overall"]["auc"] is None
     assert metrics["attributes"][0]["metrics"]["auc"]["note"] == \
         "the audited pairs hold a single class"
+
+
+def test_above_sinkhorn_max_pairs_the_divergences_come_from_summaries_with_a_note(
+        small_demo_dir, tiny_checkpoint, tmp_path) -> None:
+    outcome = run_cli("--data", small_demo_dir, "--model", tiny_checkpoint, "--out", tmp_path,
+                      "--attribute", "gender", "--sinkhorn-max-pairs", "10", *QUICK)
+    assert outcome.status == 0, outcome.err
+    assert ("warning: Sinkhorn divergences of the 48 audited pairs (above sinkhorn_max_pairs = "
+            "10) are solved on summaries of each distribution by about 256 weighted atoms: "
+            "within 1e-05 times the statistic's variance") in outcome.out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["sinkhorn_max_pairs"] == 10
+    groups = [g for view in metrics["attributes"][0]["distributions"] for g in view["groups"]]
+    assert len(groups) == 4 and all(g["sinkhorn"] > 0 for g in groups)
+    assert ("S is solved on summaries of the distributions (population above "
+            "sinkhorn_max_pairs = 10; see Read with care).") in (tmp_path / "report.html"
+                                                                  ).read_text()
