@@ -26,6 +26,14 @@ SCORER_LABELS = {"zero-shot": "zero-shot (class prompts)",
                  "linear-probe": "linear probe (fit on train)"}
 DEFAULT_BOOTSTRAP = 1000
 STATISTICS = {"loss": "per-pair loss", "similarity": "image-text similarity"}
+CI_WIDTH_PX = 115  # "0.871 – 0.947" in full
+METRIC_WIDTH_PX = 270  # the longest metric name but fairlearn's convention's, in full
+METRIC_MEANINGS = (
+    "Over the groups shown: ES-accuracy scales accuracy like ES-AUC; demographic parity "
+    "difference (DPD) = max − min of the groups' selection rates P(ŷ = 1 | g); equalized odds "
+    "difference (DEOdds) = the larger of the TPR gap and the FPR gap, over the groups where "
+    "each rate is defined; fairlearn's convention counts an undefined rate as 0 (the two agree "
+    "when every rate is defined). 0 means no gap; gap intervals are simultaneous.")
 
 
 def main() -> None:
@@ -64,24 +72,30 @@ def settings(table: PairTable, loaded: LoadedModel) -> None:
     config = st.session_state.get(CONFIG_KEY) or _default_config(table, loaded, splits)
     _seed_widgets(config, loaded)
     with st.form("audit.settings", border=True):
-        top = st.columns([3, 1, 2, 2])
+        # Three rows of at most three fields, so no label or value is cut at 1,024 px.
+        top = st.columns([3, 2])
         chosen = top[0].multiselect(
             "Attribute", attributes, key="audit.attributes",
             help="One attribute, or several for their intersection (e.g. race and gender "
                  "give groups such as Black & Female). None: every attribute, one by one.")
-        split = top[1].selectbox("Split", splits, key="audit.split")
-        scorer = top[2].selectbox("Scorer", SCORERS, format_func=SCORER_LABELS.get,
+        scorer = top[1].selectbox("Scorer", SCORERS, format_func=SCORER_LABELS.get,
                                   key="audit.scorer")
-        threshold = top[3].selectbox("Threshold", THRESHOLD_METHODS, key="audit.threshold",
-                                     format_func=lambda m: THRESHOLD_LABELS.get(m, m))
-        bottom = st.columns(4)
-        min_n = bottom[0].number_input(
+        middle = st.columns([2, 3, 2])
+        split = middle[0].selectbox("Split", splits, key="audit.split")
+        threshold = middle[1].selectbox(
+            "Threshold", THRESHOLD_METHODS, key="audit.threshold",
+            format_func=lambda m: THRESHOLD_LABELS.get(m, m),
+            help="The decision threshold for accuracy, TPR/FPR, DPD and DEOdds (AUCs use "
+                 "none). Youden's J and F1 are chosen on the validation split.")
+        min_n = middle[2].number_input(
             "Minimum group size", min_value=1, key="audit.min_n",
             help="Smaller groups are listed but left out of the summary metrics, with a note.")
-        bootstrap = bottom[1].toggle("Bootstrap intervals", key="audit.bootstrap")
-        n_bootstrap = bottom[2].number_input("Resamples", min_value=10, max_value=10_000,
+        bottom = st.columns(3, vertical_alignment="bottom")
+        bootstrap = bottom[0].toggle("Bootstrap CIs", key="audit.bootstrap",
+                                     help="95% intervals from resampling the pairs.")
+        n_bootstrap = bottom[1].number_input("Resamples", min_value=10, max_value=10_000,
                                              step=100, key="audit.n_bootstrap")
-        n_permutations = bottom[3].number_input(
+        n_permutations = bottom[2].number_input(
             "Permutations", min_value=0, max_value=2000, step=50, key="audit.n_permutations",
             help="Shuffles of the group labels for the p-value of each distribution "
                  "distance (0: none).")
@@ -144,7 +158,7 @@ def show(result: AuditResult) -> None:
     for line in result.warnings:
         st.warning(plain(line), icon=":material/warning:")
     for audited in result.attributes:
-        st.subheader(f"By {plain(audited.name)}")
+        st.subheader(f"By {plain(audit_view.attribute_label(audited.name))}")
         st.info(plain(audited.summary), icon=":material/summarize:")
         headline(audited, result)
         charts(audited)
@@ -157,17 +171,24 @@ def show(result: AuditResult) -> None:
 def headline(audited: AttributeAudit, result: AuditResult) -> None:
     metrics = audited.report
     tiles = st.columns(4)
-    for tile, (label, estimate) in zip(tiles, (
-            ("AUC", metrics.auc), ("ES-AUC", metrics.es_auc),
-            (f"Worst-group AUC ({metrics.worst_group or 'none'})", metrics.worst_group_auc),
-            ("AUC gap", metrics.auc_gap)), strict=True):
-        tile.metric(label, audit_view.number(estimate.value),
-                    help=estimate.note or None)
-        ci = audit_view.interval(estimate)
-        tile.caption(f"95% CI {ci}" if ci else "no interval")
+    for tile, (label, estimate, group, meaning) in zip(tiles, (
+            ("AUC", metrics.auc, None, "Overall AUC over every pair of the split."),
+            ("ES-AUC", metrics.es_auc, None, "Equity-scaled AUC: AUC / (1 + Σ_g |AUC_g − AUC|) "
+             "over the groups shown; equals the AUC when every group does equally well."),
+            ("Worst-group AUC", metrics.worst_group_auc, metrics.worst_group,
+             "The lowest AUC of a group shown."),
+            ("AUC gap", metrics.auc_gap, None, "Highest minus lowest group AUC; its interval "
+             "is simultaneous, so one that excludes 0 is more than bootstrap noise.")),
+            strict=True):
+        tile.metric(label, "–" if estimate.value is None else audit_view.number(estimate.value),
+                    help=meaning)
+        tile.caption(plain(audit_view.tile_caption(estimate, group)))
     overall = result.overall
     st.caption(f"{overall['n']:,} pairs in split {result.config.split}, "
                f"{overall['positives']:,} with glaucoma. {audit_view.threshold_line(result)}")
+    hint = audit_view.small_group_hint(metrics, result.config.min_n)
+    if hint:
+        st.caption(f":material/tips_and_updates: {plain(hint)}")
 
 
 def charts(audited: AttributeAudit) -> None:
@@ -178,13 +199,23 @@ def charts(audited: AttributeAudit) -> None:
 
 def tables(audited: AttributeAudit) -> None:
     st.markdown("**Groups**")
-    st.dataframe(audit_view.group_table(audited.report), hide_index=True,
-                 column_config={"n": st.column_config.NumberColumn(format="localized"),
-                                "positives": st.column_config.NumberColumn(format="localized")})
+    st.dataframe(audit_view.group_table(audited.report), hide_index=True, column_config={
+        "group": st.column_config.TextColumn(width="medium", pinned=True),
+        "n": st.column_config.NumberColumn(format="localized"),
+        "positives": st.column_config.NumberColumn(format="localized"),
+        "AUC": st.column_config.TextColumn(width="medium"),
+        "95% CI": st.column_config.TextColumn(width=CI_WIDTH_PX),
+        "note": st.column_config.TextColumn(width="large")})
     for note in audited.report.notes:
         st.caption(f"Note: {plain(note)}")
+    st.caption("TPR, FPR, selection rate and accuracy are at the threshold above.")
     st.markdown("**Fairness metrics**")
-    st.dataframe(audit_view.headline_table(audited.report), hide_index=True)
+    st.dataframe(audit_view.headline_table(audited.report), hide_index=True, column_config={
+        "metric": st.column_config.TextColumn(width=METRIC_WIDTH_PX, pinned=True),
+        "value": st.column_config.TextColumn(width="medium"),
+        "95% CI": st.column_config.TextColumn(width=CI_WIDTH_PX),
+        "note": st.column_config.TextColumn(width="large")})
+    st.caption(METRIC_MEANINGS)
 
 
 def distributions(audited: AttributeAudit, result: AuditResult) -> None:

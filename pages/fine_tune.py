@@ -14,7 +14,7 @@ from fairvlm.mining import MODES
 from fairvlm.runs import RunDir
 from fairvlm.train.config import SCOPES, SELECTION_METRICS, TrainConfig
 from fairvlm.train.losses import DISTANCES, FAIR_ON, STATISTICS
-from fairvlm.ui import cache, current, run_monitor, state
+from fairvlm.ui import cache, current, run_monitor, state, tables
 from fairvlm.ui.feedback import show_error, user_errors
 from fairvlm.ui.state import AUTO_DEVICE, ModelChoice
 from fairvlm.ui.text import plain
@@ -137,15 +137,17 @@ def new_run_form(table: PairTable) -> None:
                 "weight_decay": more[3].number_input("Weight decay", min_value=0.0,
                                                      value=DEFAULTS["weight_decay"],
                                                      key="fine_tune.weight_decay"),
-                "selection": more[4].selectbox("Select the epoch by", SELECTION_METRICS,
-                                               key="fine_tune.selection",
-                                               help="Validation metric of the attribute."),
+                "selection": more[4].selectbox(
+                    "Select the epoch by", SELECTION_METRICS, key="fine_tune.selection",
+                    format_func=run_monitor.SELECTION_LABELS.get,
+                    help="Validation metric of the attribute; AUC when ES-AUC is undefined."),
             }
             evaluation = st.columns(5)
             values |= {
                 "eval_min_n": evaluation[0].number_input(
                     "Smallest group in ES-AUC", min_value=1, value=DEFAULTS["eval_min_n"],
-                    key="fine_tune.eval_min_n"),
+                    key="fine_tune.eval_min_n", help="Groups with fewer validation or test "
+                    "pairs are left out of ES-AUC (the Audit page's minimum group size)."),
                 "n_bootstrap": evaluation[1].number_input(
                     "Bootstrap resamples", min_value=0, value=DEFAULTS["n_bootstrap"],
                     key="fine_tune.n_bootstrap", help="For the final validation and test "
@@ -183,6 +185,12 @@ def start(table: PairTable, model: ModelChoice, values: dict, exclusions: list[s
         return
     st.session_state[RUN_KEY] = str(run.path)
     st.toast(f"Started run {run.path.name}", icon=":material/play_arrow:")
+    counts = tables.group_counts(cache.table_summary(table.fingerprint(), table),
+                                 config.attribute, "val")
+    warning = run_monitor.small_group_warning(counts, config.attribute, config.eval_min_n,
+                                              config.selection)
+    if warning:
+        st.warning(plain(warning), icon=":material/warning:")
 
 
 def run_list() -> None:
@@ -274,10 +282,7 @@ def done(run: RunDir) -> None:
     """The selected epoch, validation and test numbers, and the button to use the checkpoint."""
     evaluation = jobs.read_evaluation(run) or {}
     selection = evaluation.get("selection") or {}
-    st.success(f"Done: epoch {selection.get('epoch', 0) + 1} selected by validation "
-               f"{selection.get('metric', '?')}"
-               + (f" ({plain(selection['note'])})" if selection.get("note") else "") + ".",
-               icon=STATE_ICONS["done"])
+    st.success(plain(run_monitor.selection_line(selection)), icon=STATE_ICONS["done"])
     tiles = st.columns(6)
     for tile, (split, key, label) in zip(tiles, (
             ("val", "auc", "Validation AUC"), ("val", "es_auc", "Validation ES-AUC"),

@@ -25,7 +25,7 @@ import pandas as pd
 import streamlit as st
 
 from fairvlm.audit import AuditResult, DistributionView, run_audit
-from fairvlm.config import AuditConfig
+from fairvlm.config import INTERSECTION_SEPARATOR, AuditConfig
 from fairvlm.data import PairTable
 from fairvlm.errors import FairVLMError
 from fairvlm.memo import Memo
@@ -170,6 +170,43 @@ def interval(estimate: Estimate) -> str:
     if estimate.ci_low is None or estimate.ci_high is None:
         return ""
     return f"{estimate.ci_low:.3f} – {estimate.ci_high:.3f}"
+
+
+def tile_caption(estimate: Estimate, group: str | None = None) -> str:
+    """The line under a headline tile: ``[group · ]95% CI low – high``, ``no interval``, or
+    ``undefined: <reason>`` (the tile itself then shows a dash)."""
+    if estimate.value is None:
+        detail = f"{UNDEFINED}: {estimate.note}" if estimate.note else UNDEFINED
+    else:
+        ci = interval(estimate)
+        detail = f"95% CI {ci}" if ci else "no interval"
+    return f"{group} · {detail}" if group else detail
+
+
+def attribute_label(name: str) -> str:
+    """An attribute or intersection for headings: ``race&gender`` reads ``race & gender``."""
+    return f" {INTERSECTION_SEPARATOR} ".join(name.split(INTERSECTION_SEPARATOR))
+
+
+def small_group_hint(report: AttributeReport, min_n: int) -> str | None:
+    """What to do about groups left out of the summary for being smaller than ``min_n``.
+
+    ``None`` when no group with pairs is below ``min_n``. Otherwise one line naming each such
+    group with its n, saying what it is left out of (and that the comparisons are undefined
+    when fewer than two groups remain), and the minimum group size that would include them.
+    """
+    small = [group for group in report.groups if 0 < group.n < min_n]
+    if not small:
+        return None
+    names = ", ".join(f"{group.name} (n = {group.n:,})" for group in small)
+    verb, pronoun = ("is", "it") if len(small) == 1 else ("are", "them")
+    line = (f"{names} {verb} below the minimum group size ({min_n:,}) and left out of ES-AUC, "
+            "worst-group AUC, the gaps, DPD and DEOdds.")
+    if sum(group.shown for group in report.groups) < 2:
+        line += " With fewer than two groups left, those comparisons are undefined."
+    smallest = min(group.n for group in small)
+    return (f"{line} Set Minimum group size to {smallest:,} to include {pronoun} (expect wide "
+            "intervals).")
 
 
 def headline_table(report: AttributeReport) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 
 - :func:`run_table`: one row per run (state, settings, progress, test AUC / ES-AUC);
 - :func:`progress_line`: ``epoch 2 / 10 · step 40 / 200 · about 3 min left``;
+- :func:`selection_line`: which epoch model selection kept, and why, in words;
+- :func:`small_group_warning`: the validation groups a new run's ES-AUC leaves out;
 - :func:`loss_curves`: per step, the objective ``L = mean_i(w_i l_i) + lambda sum_g R_g`` and
   its two terms, ``mean_i(w_i l_i)`` (the DBPM-weighted CLIP loss) and ``lambda sum_g R_g``;
 - :func:`epoch_table`: per epoch, validation AUC and ES-AUC of the run's attribute, DBPM's
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +24,8 @@ from fairvlm.errors import FairVLMError
 from fairvlm.jobs import job_state, read_evaluation
 from fairvlm.runs import RunDir, RunStatus, RunSummary
 
+SELECTION_LABELS: dict[str, str] = {"es_auc": "ES-AUC", "auc": "AUC"}
+_METRIC_NAME = re.compile(r"\b(es_auc|auc)\b")
 LOSS_TERMS: dict[str, str] = {"loss": "objective L", "clip": "CLIP loss mean(w·l)",
                               "weighted_fairness": "λ · Σ_g R_g"}
 
@@ -62,6 +67,43 @@ def progress_line(status: RunStatus, epochs: int) -> str:
     if status.eta_s is not None and status.state == "running":
         parts.append(f"about {duration(status.eta_s)} left")
     return " · ".join(parts)
+
+
+def metric_words(text: str) -> str:
+    """``text`` with the metric keys ``es_auc`` and ``auc`` written ``ES-AUC`` and ``AUC``."""
+    return _METRIC_NAME.sub(lambda match: SELECTION_LABELS[match[1]], text)
+
+
+def selection_line(selection: Mapping[str, Any]) -> str:
+    """``Done: epoch 3 selected by validation ES-AUC.``, then the selection's note, if any, as
+    a sentence (``eval.json``'s ``selection``: ``epoch`` from 0, ``metric``, ``note``)."""
+    metric = SELECTION_LABELS.get(selection.get("metric", ""), selection.get("metric", "?"))
+    line = f"Done: epoch {selection.get('epoch', 0) + 1} selected by validation {metric}."
+    note = metric_words(str(selection.get("note") or "")).strip()
+    return f"{line} {note[:1].upper()}{note[1:]}." if note else line
+
+
+def small_group_warning(counts: pd.DataFrame, attribute: str, min_n: int,
+                        selection: str) -> str | None:
+    """What a run's ES-AUC will leave out, from the validation ``counts`` of ``attribute``
+    (:func:`fairvlm.ui.tables.group_counts`: ``group, n, ...``); None when no group with pairs
+    is below ``min_n`` (the run's smallest group in ES-AUC).
+
+    When fewer than two groups reach ``min_n`` and ``selection`` is ``es_auc``, it adds that
+    validation ES-AUC is undefined and the epoch is selected by validation AUC.
+    """
+    small = counts[(counts["n"] > 0) & (counts["n"] < min_n)]
+    if small.empty:
+        return None
+    names = ", ".join(f"{group} (n = {int(n):,})" for group, n in zip(small["group"], small["n"],
+                                                                        strict=True))
+    line = (f"Validation groups of {attribute} smaller than the smallest group in ES-AUC "
+            f"({min_n:,}): {names}. They are left out of this run's ES-AUC")
+    if int((counts["n"] >= min_n).sum()) < 2 and selection == "es_auc":
+        line += ("; with fewer than two groups left, validation ES-AUC is undefined and the "
+                 "epoch is selected by validation AUC")
+    return (f"{line}. Lower 'Smallest group in ES-AUC' (More settings) to include them; "
+            "their intervals will be wide.")
 
 
 def duration(seconds: float) -> str:

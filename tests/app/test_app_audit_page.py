@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_driver import open_page, run
+from app_driver import open_page, run, shown
 from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
@@ -86,11 +86,36 @@ def test_intersection_fixed_threshold_and_no_bootstrap(home: Path) -> None:
     app.toggle(key="audit.bootstrap").set_value(False)
     _submit(app)
     assert not app.error
-    assert [h.value for h in app.subheader][:1] == ["By race&gender"]
+    assert [h.value for h in app.subheader][:1] == ["By race & gender"]
     assert any("Threshold 0.5 (fixed)." in c.value for c in app.caption)
     shown = _group_table(app)
     assert any(" & " in group for group in shown.index)
     assert (shown["95% CI"] == "").all()
+
+
+def test_groups_below_the_minimum_size_get_a_hint_and_dashed_tiles(home: Path) -> None:
+    """Every group below min_n: the hint names each with its n and the size that includes
+    them all; the comparison tiles show a dash with the reason underneath."""
+    app = _open(home)
+    assert not any("below the minimum group size" in c.value for c in app.caption)  # min_n 4
+    app.number_input(key="audit.min_n").set_value(10_000)
+    _submit(app)
+    assert not app.error
+    groups = _group_table(app)
+    sized = groups[groups["n"] > 0]
+    names = ", ".join(f"{name} (n = {n:,})" for name, n in zip(sized.index, sized["n"],
+                                                                 strict=True))
+    expected = (f"{names} are below the minimum group size (10,000) and left out of ES-AUC, "
+                "worst-group AUC, the gaps, DPD and DEOdds. With fewer than two groups left, "
+                f"those comparisons are undefined. Set Minimum group size to {sized['n'].min()} "
+                "to include them (expect wide intervals).")
+    hints = [shown(c.value) for c in app.caption if ":material/tips_and_updates:" in c.value]
+    assert hints == [f":material/tips_and_updates: {expected}"]
+    tiles = {metric.label: metric.value for metric in app.metric}
+    assert tiles["ES-AUC"] == tiles["Worst-group AUC"] == tiles["AUC gap"] == "–"
+    assert tiles["AUC"] != "–"
+    reasons = [c.value for c in app.caption if shown(c.value).startswith("undefined: ")]
+    assert len(reasons) == 3
 
 
 def test_display_widgets_reuse_the_audit_and_settings_reuse_the_embeddings(

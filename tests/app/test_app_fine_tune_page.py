@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from app_driver import open_page
+from app_driver import open_page, shown
 from app_driver import run as rerun
 from model_files import unnamed_checkpoint
 from streamlit.testing.v1 import AppTest
@@ -101,6 +102,7 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
     assert "Exclude the 2 pair(s) you marked" in app.checkbox(key="fine_tune.exclude").label
     run = _start(app)
     assert _header(app).startswith(f"**{run.path.name}**")
+    assert not app.warning  # every validation group reaches the smallest group in ES-AUC (1)
 
     config = TrainConfig.from_dict(run.read_config())
     assert (config.attribute, config.scope, config.epochs, config.lr) == (
@@ -133,7 +135,19 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
 
 def test_cancel_stops_a_running_job(home: Path) -> None:
     app = open_page(home, PAGE)
-    run = _start(app, **{"fine_tune.epochs": 200})
+    run = _start(app, **{"fine_tune.epochs": 200, "fine_tune.eval_min_n": 10_000})
+    table = load_dataset(home / "demo" / "data")
+    val = table.frame[table.frame["split"] == "val"]
+    race = table.attribute("race")
+    sizes = val["race"].value_counts()
+    names = ", ".join(f"{race.group_name(code)} (n = {sizes[code]:,})"
+                      for code in sorted(sizes.index))
+    assert [shown(w.value) for w in app.warning] == [
+        f"Validation groups of race smaller than the smallest group in ES-AUC (10,000): "
+        f"{names}. They are left out of this run's ES-AUC; with fewer than two groups left, "
+        "validation ES-AUC is undefined and the epoch is selected by validation AUC. Lower "
+        "'Smallest group in ES-AUC' (More settings) to include them; their intervals will be "
+        "wide."]
     app = _poll(lambda: rerun(app), "running")
     deadline = time.monotonic() + 120
     while run.read_status().step == 0 and time.monotonic() < deadline:  # cancel mid-training
@@ -186,6 +200,24 @@ def test_monitor_tables_from_hand_made_records() -> None:
     assert table["val AUC"].tolist() == pytest.approx([0.6, 0.7, 0.8])
     assert table["noisy"].isna().tolist() == [True, False, False]
     assert table["faulty"].tolist()[1:] == [3, 3]
+    assert run_monitor.selection_line({"epoch": 2, "metric": "auc"}) == (
+        "Done: epoch 3 selected by validation AUC.")
+    assert run_monitor.selection_line({
+        "epoch": 0, "metric": "es_auc", "note": "validation es_auc is undefined (too few); "
+                                                 "epochs compared by auc"}) == (
+        "Done: epoch 1 selected by validation ES-AUC. Validation ES-AUC is undefined (too "
+        "few); epochs compared by AUC.")
+    counts = pd.DataFrame({"group": ["Asian", "Black", "White", "unknown"],
+                           "n": [10, 15, 75, 0]})
+    assert run_monitor.small_group_warning(counts, "race", 10, "es_auc") is None
+    assert run_monitor.small_group_warning(counts, "race", 12, "es_auc") == (
+        "Validation groups of race smaller than the smallest group in ES-AUC (12): Asian "
+        "(n = 10). They are left out of this run's ES-AUC. Lower 'Smallest group in ES-AUC' "
+        "(More settings) to include them; their intervals will be wide.")
+    assert "selected by validation AUC" in run_monitor.small_group_warning(
+        counts, "race", 30, "es_auc")
+    assert "selected by validation AUC" not in run_monitor.small_group_warning(
+        counts, "race", 30, "auc")
     status = RunStatus(state="running", epoch=1, step=3, total=4, eta_s=75.0)
     assert run_monitor.progress_line(status, 2) == "epoch 2 / 2 · step 3 / 4 · about 2 min left"
     assert [run_monitor.duration(s) for s in (0.2, 45.2, 61, 3900)] == [
