@@ -17,13 +17,14 @@ when torch's own message does not.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import pickletools
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import safetensors
@@ -35,6 +36,8 @@ from fairvlm.paths import atomic_write
 
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 ARCH_METADATA_KEY = "fairvlm.arch"
+# The zero-shot class prompts a model was trained or evaluated with, as JSON {"0": [...], ...}.
+PROMPTS_METADATA_KEY = "fairvlm.prompts"
 # Phrases of torch's weights-only unpickler when a file asks for code rather than data.
 _CODE_SIGNS: tuple[str, ...] = ("Unsupported global", "unrecognized function", "Can only build",
                                 "Unsupported class")
@@ -76,13 +79,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[object, dict[str, str
 
 
 def save_checkpoint(model: torch.nn.Module | Mapping[str, torch.Tensor],
-                    path: str | os.PathLike[str], *, arch: str | None = None) -> Path:
+                    path: str | os.PathLike[str], *, arch: str | None = None,
+                    prompts: Mapping[int, Sequence[str]] | None = None) -> Path:
     """Write a model's weights to ``path`` as safetensors, atomically.
 
     The file appears complete or not at all (temporary file in the same folder, then
     ``os.replace``). ``arch``, when given, is stored in the header metadata so that
     :func:`fairvlm.models.load_model` rebuilds the same architecture (weights cannot tell
-    QuickGELU from GELU).
+    QuickGELU from GELU); ``prompts``, the class prompts the model was trained and evaluated
+    with, so that loading the file scores it with them again.
     """
     target = Path(path)
     if target.suffix != ".safetensors":
@@ -91,6 +96,9 @@ def save_checkpoint(model: torch.nn.Module | Mapping[str, torch.Tensor],
     state = model.state_dict() if isinstance(model, torch.nn.Module) else model
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state.items()}
     metadata = {"format": "pt", **({ARCH_METADATA_KEY: arch} if arch else {})}
+    if prompts:
+        metadata[PROMPTS_METADATA_KEY] = json.dumps(
+            {str(label): list(texts) for label, texts in sorted(prompts.items())})
     payload = safetensors.torch.save(tensors, metadata=metadata)
     with atomic_write(target) as handle:
         handle.write(payload)

@@ -41,6 +41,7 @@ from fairvlm.data.table import PairTable
 from fairvlm.data.torch_dataset import PairDataset
 from fairvlm.models.architectures import DEMO_ARCH, build_model, inference_transforms
 from fairvlm.models.checkpoints import save_checkpoint
+from fairvlm.models.prompts import DEMO_PROMPTS
 
 WEIGHTS_FILE = "demo-rn.safetensors"
 INFO_FILE = "demo-rn.json"
@@ -107,7 +108,7 @@ def ensure_demo_model(data_dir: str | Path | None = None, *, training: DemoTrain
     settings = training or DemoTraining()
     model, record = train_demo_model(table, settings, progress=progress)
     (paths.demo_model_dir() / INFO_FILE).unlink(missing_ok=True)  # no stale record meanwhile
-    weights = save_checkpoint(model, demo_model_path(), arch=DEMO_ARCH)
+    weights = save_checkpoint(model, demo_model_path(), arch=DEMO_ARCH, prompts=DEMO_PROMPTS)
     record.update(data_dir=str(folder), data_fingerprint=table.fingerprint())
     with paths.atomic_write(paths.demo_model_dir() / INFO_FILE) as handle:
         handle.write(json.dumps(record, indent=2).encode())

@@ -19,7 +19,7 @@ import torch
 
 from fairvlm.errors import ModelError
 from fairvlm.models import architectures, demo_model, keymap
-from fairvlm.models.checkpoints import ARCH_METADATA_KEY, read_checkpoint
+from fairvlm.models.checkpoints import ARCH_METADATA_KEY, PROMPTS_METADATA_KEY, read_checkpoint
 from fairvlm.models.prompts import DEMO_PROMPTS, FAIRVLMED_PROMPTS
 from fairvlm.models.specs import HF_HUB_PREFIX, ModelSpec, parse_spec
 
@@ -110,7 +110,8 @@ def load_model(spec: str, *, device: str | None = None, arch: str | None = None)
     fingerprint = weights_fingerprint(model)
     model = model.to(target).eval()
     preprocess, tokenizer = architectures.inference_transforms(model, arch_name)
-    prompts = DEMO_PROMPTS if parsed.kind == "demo" else FAIRVLMED_PROMPTS
+    prompts = (_metadata_prompts(metadata, source=str(path))
+               or (DEMO_PROMPTS if parsed.kind == "demo" else FAIRVLMED_PROMPTS))
     return LoadedModel(
         model=model, preprocess=preprocess, tokenizer=tokenizer, spec=parsed.text,
         arch=arch_name, device=target, fingerprint=fingerprint,
@@ -181,6 +182,31 @@ def _metadata_arch(metadata: dict[str, str]) -> str | None:
     arch = metadata.get(ARCH_METADATA_KEY)
     usable = arch and (arch.startswith(HF_HUB_PREFIX) or architectures.is_known(arch))
     return arch if usable else None
+
+
+def _metadata_prompts(metadata: dict[str, str], *, source: str) -> dict[int, list[str]] | None:
+    """The class prompts a fairvlm-written file records (a fine-tune's), if any.
+
+    Raises
+    ------
+    ModelError
+        If the recorded prompts are not ``{"0": [text, ...], "1": [text, ...]}``.
+    """
+    raw = metadata.get(PROMPTS_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        recorded = json.loads(raw)
+    except json.JSONDecodeError:
+        recorded = None
+    valid = (isinstance(recorded, dict) and sorted(recorded) == ["0", "1"]
+             and all(isinstance(texts, list) and texts
+                     and all(isinstance(text, str) and text.strip() for text in texts)
+                     for texts in recorded.values()))
+    if not valid:
+        raise ModelError(f"{source}: metadata {PROMPTS_METADATA_KEY}: unreadable; expected JSON "
+                         'class prompts {"0": [text, ...], "1": [text, ...]} as fairvlm writes')
+    return {int(label): list(texts) for label, texts in recorded.items()}
 
 
 def _download(spec: str, fetch: Callable[[], str]) -> Path:

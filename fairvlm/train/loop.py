@@ -478,7 +478,7 @@ class _Trainer:
         checkpoint = state.Checkpoint(self.run.checkpoint_path(epoch, self.step))
         progress = state.Progress(epoch=epoch, epoch_step=epoch_step, step=self.step,
                                   epoch_end=epoch_end, selection=self.selection.to_dict())
-        state.save(checkpoint, model=self.model, arch=self.loaded.arch,
+        state.save(checkpoint, model=self.model, arch=self.loaded.arch, prompts=self.prompts,
                    optimizer=self.optimizer, memory=self.memory, progress=progress)
         keep = {checkpoint.model_path.name, Path(self.selection.checkpoint or "").name}
         for old in state.complete_checkpoints(self.run.checkpoints_dir):

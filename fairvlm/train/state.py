@@ -22,6 +22,7 @@ belongs to. A process killed at any moment leaves the previous complete checkpoi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,10 @@ class Checkpoint:
 
 
 def save(checkpoint: Checkpoint, *, model: torch.nn.Module, arch: str,
-         optimizer: torch.optim.Optimizer, memory: LossMemory, progress: Progress) -> None:
-    """Write the four files, the model weights last."""
+         prompts: Mapping[int, Sequence[str]], optimizer: torch.optim.Optimizer,
+         memory: LossMemory, progress: Progress) -> None:
+    """Write the four files, the model weights last (with the architecture and the class
+    prompts the run evaluates with, so the file loads and scores as the run did)."""
     tensors = {f"state.{index}.{name}": value.detach().cpu().contiguous()
                for index, state in optimizer.state_dict()["state"].items()
                for name, value in state.items()}
@@ -113,7 +116,7 @@ def save(checkpoint: Checkpoint, *, model: torch.nn.Module, arch: str,
     memory.save(checkpoint.memory_path)
     write_json_atomic(checkpoint.state_path, asdict(progress))
     kill_point("checkpoint")
-    save_checkpoint(model, checkpoint.model_path, arch=arch)
+    save_checkpoint(model, checkpoint.model_path, arch=arch, prompts=prompts)
 
 
 def restore(checkpoint: Checkpoint, *, model: torch.nn.Module,

@@ -10,6 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 
+from fairvlm.errors import ModelError
 from fairvlm.models import load_model, save_checkpoint, weights_fingerprint
 from fairvlm.models.architectures import DEMO_ARCH, expected_shapes, infer_architecture
 
@@ -190,3 +191,23 @@ def test_save_checkpoint_is_atomic(reference_model: torch.nn.Module, tmp_path: P
         save_checkpoint(changed, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_recorded_prompts_come_back_and_bad_ones_are_one_line(tmp_path, reference_model):
+    from fairvlm.models.checkpoints import PROMPTS_METADATA_KEY
+    from fairvlm.models.prompts import DEMO_PROMPTS, FAIRVLMED_PROMPTS
+
+    plain_file = save_checkpoint(reference_model, tmp_path / "plain.safetensors", arch=DEMO_ARCH)
+    assert load_model(str(plain_file), device="cpu").default_prompts == FAIRVLMED_PROMPTS
+    recorded = save_checkpoint(reference_model, tmp_path / "run.safetensors", arch=DEMO_ARCH,
+                               prompts=DEMO_PROMPTS)
+    assert load_model(str(recorded), device="cpu").default_prompts == DEMO_PROMPTS
+    tensors = safetensors.torch.load_file(str(recorded))
+    bad = tmp_path / "bad.safetensors"
+    safetensors.torch.save_file(tensors, str(bad), metadata={
+        "fairvlm.arch": DEMO_ARCH, PROMPTS_METADATA_KEY: '{"1": ["glaucoma"]}'})
+    with pytest.raises(ModelError) as caught:
+        load_model(str(bad), device="cpu")
+    assert str(caught.value) == (
+        f"{bad}: metadata fairvlm.prompts: unreadable; expected JSON class prompts "
+        '{"0": [text, ...], "1": [text, ...]} as fairvlm writes')

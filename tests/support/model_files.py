@@ -1,5 +1,5 @@
-"""Checkpoint files made by the tests: the demo architecture with seeded random weights, and a
-copy whose architecture cannot be inferred."""
+"""Checkpoint files made by the tests: the demo architecture with seeded random weights, a copy
+whose architecture cannot be inferred, and a copy that records class prompts."""
 
 from __future__ import annotations
 
@@ -31,4 +31,14 @@ def unnamed_checkpoint(source: Path, path: Path) -> Path:
     tensors = safetensors.torch.load_file(str(source))
     tensors["logit_scale"] = tensors["logit_scale"].reshape(1)
     safetensors.torch.save_file(tensors, str(path))
+    return path
+
+
+def with_prompts(source: str | Path, path: Path, prompts: dict[int, list[str]]) -> Path:
+    """Save the .safetensors file ``source`` again at ``path`` with its architecture and
+    ``prompts`` recorded, as fairvlm saves a fine-tune's checkpoints; return ``path``."""
+    from fairvlm.models import load_model, save_checkpoint
+
+    loaded = load_model(str(source), device="cpu")
+    save_checkpoint(loaded.model, path, arch=loaded.arch, prompts=prompts)
     return path

@@ -7,6 +7,7 @@ the first batch, sklearn's AUC on the selected checkpoint, and the DBPM drop rul
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -216,3 +217,25 @@ def test_selection_keeps_the_earliest_best_epoch_and_falls_back_to_auc():
     assert (undefined.epoch, undefined.value) == (1, 0.85)
     assert "compared by auc" in undefined.note
     assert Selection.from_dict(undefined.to_dict()) == undefined
+
+
+def test_a_runs_checkpoint_scores_with_the_prompts_the_run_used(reference_config, tmp_path):
+    """A fine-tune of a model whose prompts are not the FairVLMed defaults (the demo's) saves
+    them in its checkpoints: the checkpoint loaded as a spec reproduces the run's test AUC."""
+    from model_files import with_prompts
+
+    from fairvlm.models.prompts import DEMO_PROMPTS
+
+    base = with_prompts(reference_config().model, tmp_path / "base.safetensors", DEMO_PROMPTS)
+    config = replace(reference_config(epochs=1), model=str(base))
+    assert train(config, tmp_path / "run").state == "done"
+    run = RunDir(tmp_path / "run")
+    evaluation = json.loads(run.eval_path.read_text())
+    loaded = load_model(str(run.path / evaluation["checkpoint"]), device="cpu")
+    assert loaded.default_prompts == DEMO_PROMPTS
+    assert evaluation["prompts"] == {str(label): texts for label, texts in DEMO_PROMPTS.items()}
+    table = load_dataset(config.data).subset("test")
+    image = compute_embeddings(loaded, table, cache=False).image
+    auc = roc_auc_score(table.labels, zero_shot_probabilities(loaded, image,
+                                                              loaded.default_prompts))
+    assert evaluation["test"]["auc"]["value"] == pytest.approx(auc, abs=1e-9)
