@@ -30,6 +30,12 @@ FIXED_THRESHOLD = 0.5
 INTERSECTION_SEPARATOR = "&"
 
 
+def attribute_label(name: str) -> str:
+    """An attribute or intersection for titles and headings: ``race&gender`` reads
+    ``race & gender``."""
+    return f" {INTERSECTION_SEPARATOR} ".join(name.split(INTERSECTION_SEPARATOR))
+
+
 class JsonConfig:
     """JSON round trip and fingerprint for a frozen config dataclass.
 

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from fairvlm.audit import DistributionView, GroupDistance
+from fairvlm.config import attribute_label
 from fairvlm.metrics import AttributeReport, GroupReport
 
 PALETTE: tuple[str, ...] = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2",
@@ -57,8 +58,9 @@ def group_auc_figure(report: AttributeReport) -> go.Figure:
                          annotation_position="top")
     figure.update_yaxes(categoryorder="array", categoryarray=labels[::-1], automargin=True)
     figure.update_xaxes(title="AUC", range=[0, 1.02])
-    figure.update_layout(title=f"AUC by {report.attribute} (95% bootstrap CI)",
-                         **{**_LAYOUT, "height": max(_LAYOUT["height"], 140 + 44 * len(groups))})
+    figure.update_layout(
+        title=f"AUC by {attribute_label(report.attribute)} (95% bootstrap CI)",
+        **{**_LAYOUT, "height": max(_LAYOUT["height"], 140 + 44 * len(groups))})
     return figure
 
 
@@ -83,8 +85,9 @@ def roc_figure(report: AttributeReport) -> go.Figure:
             line={"color": colors[group.name], "width": 2},
             hovertemplate="FPR %{x:.3f}, TPR %{y:.3f}<extra>" + group.name + "</extra>"))
     figure.update_xaxes(title="false positive rate", range=[0, 1], constrain="domain")
-    figure.update_yaxes(title="true positive rate", range=[0, 1.02], scaleanchor="x")
-    figure.update_layout(title=f"ROC by {report.attribute}",
+    figure.update_yaxes(title="true positive rate", range=[0, 1.02], scaleanchor="x",
+                        constrain="domain")
+    figure.update_layout(title=f"ROC by {attribute_label(report.attribute)}",
                          legend={"x": 0.98, "y": 0.02, "xanchor": "right", "yanchor": "bottom",
                                  "bgcolor": "rgba(255,255,255,0.8)"}, **_LAYOUT)
     return figure
@@ -133,7 +136,8 @@ def distribution_figure(predictions: pd.DataFrame, view: DistributionView) -> go
     figure.update_xaxes(title=title, zeroline=False)
     figure.update_yaxes(categoryorder="array", categoryarray=labels[::-1], automargin=True)
     figure.update_layout(
-        title=f"{title.capitalize()} by {view.attribute}", showlegend=False, violingap=0.25,
+        title=f"{title.capitalize()} by {attribute_label(view.attribute)}", showlegend=False,
+        violingap=0.25,
         **{**_LAYOUT, "height": 120 + 56 * len(labels),
            "margin": {**_LAYOUT["margin"], "r": 250}})
     return figure
@@ -200,9 +204,9 @@ def compared_group_auc_figure(reports: Sequence[AttributeReport], labels: Sequen
                                     for e in estimates]},
             hovertemplate=f"<b>{label}</b><br>%{{x}}: AUC %{{y:.3f}}<extra></extra>"))
     figure.update_yaxes(title="AUC", range=[0, 1.02])
-    figure.update_layout(title=f"AUC by {reports[0].attribute}, models compared (95% CI)",
-                         barmode="group", legend={"orientation": "h", "y": -0.15},
-                         **_LAYOUT)
+    figure.update_layout(
+        title=f"AUC by {attribute_label(reports[0].attribute)}, models compared (95% CI)",
+        barmode="group", legend={"orientation": "h", "y": -0.15}, **_LAYOUT)
     return figure
 
 
@@ -242,7 +246,8 @@ def before_after_figure(before: pd.DataFrame, after: pd.DataFrame,
     figure.update_yaxes(categoryorder="array", categoryarray=list(rows.values())[::-1],
                         automargin=True)
     figure.update_layout(
-        title=f"{title.capitalize()} by {before_view.attribute}: {labels[0]} → {labels[1]}",
+        title=f"{title.capitalize()} by {attribute_label(before_view.attribute)}: "
+              f"{labels[0]} → {labels[1]}",
         violingap=0.2, violinmode="overlay", legend={"orientation": "h", "y": -0.2},
         **{**_LAYOUT, "height": 160 + 64 * len(rows),
            "margin": {**_LAYOUT["margin"], "r": 200}})

@@ -6,7 +6,13 @@ import streamlit as st
 
 from fairvlm import plots, report
 from fairvlm.audit import AttributeAudit, AuditResult
-from fairvlm.config import INTERSECTION_SEPARATOR, SCORERS, THRESHOLD_METHODS, AuditConfig
+from fairvlm.config import (
+    INTERSECTION_SEPARATOR,
+    SCORERS,
+    THRESHOLD_METHODS,
+    AuditConfig,
+    attribute_label,
+)
 from fairvlm.data import PairTable
 from fairvlm.data.table import SPLITS
 from fairvlm.errors import FairVLMError
@@ -158,7 +164,7 @@ def show(result: AuditResult) -> None:
     for line in result.warnings:
         st.warning(plain(line), icon=":material/warning:")
     for audited in result.attributes:
-        st.subheader(f"By {plain(audit_view.attribute_label(audited.name))}")
+        st.subheader(f"By {plain(attribute_label(audited.name))}")
         st.info(plain(audited.summary), icon=":material/summarize:")
         headline(audited, result)
         charts(audited)

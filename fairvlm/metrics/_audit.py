@@ -269,9 +269,10 @@ def _summary_notes(plan: _Plan, groups: GroupIndex, min_n: int) -> list[str]:
     hidden = [f"{groups.names[g]} (n = {plan.n[g]})"
               for g in np.flatnonzero(~plan.shown & (plan.n > 0))]
     if hidden:
+        shown = np.count_nonzero(plan.shown)
         notes.append(f"hidden from the summary (n below min_n = {min_n}): {', '.join(hidden)}; "
-                     f"ES-AUC, gaps, ES-Acc, DPD and DEOdds use the "
-                     f"{np.count_nonzero(plan.shown)} groups shown")
+                     f"ES-AUC, gaps, ES-Acc, DPD and DEOdds use the {shown} "
+                     f"group{'' if shown == 1 else 's'} shown")
     no_auc = [groups.names[g] for g in np.flatnonzero(plan.shown & ~plan.auc_members)]
     if no_auc:
         notes.append(f"AUC undefined (a single class) for {', '.join(no_auc)}: left out of "

@@ -25,7 +25,7 @@ import pandas as pd
 import streamlit as st
 
 from fairvlm.audit import AuditResult, DistributionView, run_audit
-from fairvlm.config import INTERSECTION_SEPARATOR, AuditConfig
+from fairvlm.config import AuditConfig
 from fairvlm.data import PairTable
 from fairvlm.errors import FairVLMError
 from fairvlm.memo import Memo
@@ -181,11 +181,6 @@ def tile_caption(estimate: Estimate, group: str | None = None) -> str:
         ci = interval(estimate)
         detail = f"95% CI {ci}" if ci else "no interval"
     return f"{group} · {detail}" if group else detail
-
-
-def attribute_label(name: str) -> str:
-    """An attribute or intersection for headings: ``race&gender`` reads ``race & gender``."""
-    return f" {INTERSECTION_SEPARATOR} ".join(name.split(INTERSECTION_SEPARATOR))
 
 
 def small_group_hint(report: AttributeReport, min_n: int) -> str | None:
