@@ -120,6 +120,18 @@ class Comparison:
                 table[delta_column(model.label)] = mine["delta"].astype(float)
         return table
 
+    def undefined_reasons(self) -> list[str]:
+        """Why the values :meth:`side_by_side` shows as ``undefined`` are undefined: one line
+        per attribute, metric and reason, ``attribute · metric (models): reason``."""
+        rows = self.rows()
+        undefined = rows[rows["value"].isna() & rows["note"].fillna("").astype(bool)]
+        lines = []
+        for (attribute, metric, note), part in undefined.groupby(
+                ["attribute", "metric", "note"], sort=False):
+            models = ", ".join(part["model"])
+            lines.append(f"{attribute} · {metric} ({models}): {note}")
+        return lines
+
     def improvement(self) -> pd.DataFrame:
         """Shaped like :meth:`side_by_side`'s delta columns: True (better), False (worse),
         None (no change or undefined)."""

@@ -160,6 +160,8 @@ def show(comparison: Comparison) -> None:
     st.dataframe(_styled(table, comparison.improvement()), hide_index=True, height="content",
                  column_config={"metric": st.column_config.TextColumn(width="medium"),
                                 "n": st.column_config.NumberColumn(format="localized")})
+    for line in comparison.undefined_reasons():
+        st.caption(f"Undefined: {plain(line)}")
     download(comparison)
     st.subheader("Group AUCs and loss distributions")
     for tab, attribute in zip(st.tabs(list(comparison.attributes)), comparison.attributes,

@@ -173,3 +173,20 @@ def test_comparison_figures_draw_the_audited_numbers(comparison, results) -> Non
     black_after = next(g for g in after.groups if g.group == "Black")
     texts = [annotation.text for annotation in figure.layout.annotations]
     assert f"S {black_before.sinkhorn:.3g} → {black_after.sinkhorn:.3g}" in texts
+
+
+def test_undefined_values_come_with_their_reasons(small_demo_dir, tiny_checkpoint,
+                                                  other_checkpoint) -> None:
+    """With every group below min_n, ES-AUC is undefined for both models: one line says why,
+    naming the attribute, the metric and both models; defined values get no line."""
+    table = load_dataset(small_demo_dir)
+    config = dataclasses.replace(CONFIG, attributes=("race",), min_n=10_000, n_bootstrap=0)
+    results = [run_audit(table, load_model(str(path), device="cpu"), config)
+               for path in (tiny_checkpoint, other_checkpoint)]
+    comparison = compare([ComparedModel(label, f"spec-{i}", result)
+                          for i, (label, result) in enumerate(zip(LABELS, results, strict=True))])
+    note = results[0].attribute("race").report.es_auc.note
+    assert note and results[1].attribute("race").report.es_auc.note == note
+    lines = comparison.undefined_reasons()
+    assert f"race · ES-AUC ({LABELS[0]}, {LABELS[1]}): {note}" in lines
+    assert not any(" · AUC (" in line for line in lines)  # the overall AUC is defined
