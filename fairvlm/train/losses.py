@@ -200,10 +200,13 @@ def fairness_term(values: Tensor, group_index: Tensor | np.ndarray, n_groups: in
         Distance, blur, ``min_per_group`` and ``fair_on``.
     flagged
         Boolean ``[B]``: pairs flagged by DBPM this epoch. With ``fair_on="clean"`` they are
-        left out of both ``P`` and ``P_g``; ignored with ``fair_on="all"``.
+        left out of both ``P`` and ``P_g``; ignored with ``fair_on="all"``. A batch whose
+        pairs are all left out skips every group (the term is 0).
     """
     if config.fair_on == "clean" and flagged is not None:
         keep = np.flatnonzero(~_host(flagged).astype(bool))
+        if not keep.size:
+            return _all_skipped(values, n_groups, config)
         values = values[torch.as_tensor(keep, device=values.device)]
         group_index = _host(group_index)[keep]
     distances, counts = _group_distances(values, group_index, n_groups, config)
@@ -243,13 +246,16 @@ def reference_fairness_term(batch_logits: Tensor, group_logits: Mapping[int, Ten
     n_groups
         G, the number of groups of the attribute.
     config
-        Distance and blur; ``fair_on="clean"`` drops ``flagged`` pairs from ``Q``.
+        Distance and blur; ``fair_on="clean"`` drops ``flagged`` pairs from ``Q`` (with
+        every pair flagged, every group is skipped and the term is 0).
     flagged
         Boolean ``[B]``: training-batch pairs flagged by DBPM this epoch.
     """
     population = reference_statistic(batch_logits)
     if config.fair_on == "clean" and flagged is not None:
         keep = np.flatnonzero(~_host(flagged).astype(bool))
+        if not keep.size:
+            return _all_skipped(population, n_groups, config)
         population = population[torch.as_tensor(keep, device=population.device)]
     group_values, group_index = [], []
     for group, logits in sorted(group_logits.items()):
@@ -326,6 +332,12 @@ def _summed(distances: Tensor, counts: np.ndarray, min_per_group: int) -> Fairne
     skipped = tuple(int(g) for g in np.flatnonzero(np.asarray(counts) < min_per_group))
     return FairnessTerm(value=torch.nansum(distances), distances=distances,
                         counts=torch.as_tensor(counts), skipped=skipped)
+
+
+def _all_skipped(like: Tensor, n_groups: int, config: FairnessConfig) -> FairnessTerm:
+    """The term of a batch whose pairs are all left out: every group skipped, value 0."""
+    nothing = torch.full((n_groups,), float("nan"), dtype=like.dtype, device=like.device)
+    return _summed(nothing, np.zeros(n_groups, dtype=np.int64), config.min_per_group)
 
 
 def _host(values: Tensor | np.ndarray) -> np.ndarray:

@@ -151,6 +151,23 @@ def test_fair_on_clean_leaves_flagged_pairs_out(stand_in_ot):
     assert float(everything.value) > float(clean.value)
 
 
+def test_a_batch_with_every_pair_flagged_skips_the_term_instead_of_failing():
+    losses = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64, requires_grad=True)
+    term = fairness_term(losses, np.array([0, 0, 1, 1]), 2,
+                         FairnessConfig(min_per_group=2, fair_on="clean"),
+                         flagged=np.ones(4, dtype=bool))
+    assert float(term.value) == 0.0 and term.skipped == (0, 1)
+    assert term.counts.tolist() == [0, 0]
+    objective(losses, term, FairnessConfig(lam=1.0)).total.backward()
+    torch.testing.assert_close(losses.grad, torch.full((4,), 0.25, dtype=torch.float64))
+    logits = torch.eye(4, dtype=torch.float64)
+    reference = reference_fairness_term(
+        logits, {0: logits[:2, :2], 1: logits[2:, 2:]}, 2,
+        FairnessConfig(statistic="reference", min_per_group=2, fair_on="clean"),
+        flagged=np.ones(4, dtype=bool))
+    assert float(reference.value) == 0.0 and reference.skipped == (0, 1)
+
+
 def test_objective_is_weighted_mean_plus_lambda_times_fairness(stand_in_ot):
     per_pair = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64, requires_grad=True)
     weights = torch.tensor([1.0, 0.5, 0.0, 1.0], dtype=torch.float64)
