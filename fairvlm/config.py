@@ -188,8 +188,8 @@ class AuditConfig(JsonConfig):
         setting suits both scales.
     sinkhorn_max_pairs
         The Sinkhorn divergences are solved exactly when the audited population has at most
-        this many pairs (a Newton step costs ``O(n_g^2 N)``: at most 1.1 s per statistic at
-        1,000 pairs and blur 0.1 on the benchmark's data sets, up to 9 s at 2,000); above it,
+        this many pairs (a Newton step costs ``O(n_g^2 N)``: at most 0.5 s per statistic at
+        1,000 pairs and blur 0.1 on the benchmark's data sets, up to 2.8 s at 2,000); above it,
         on summaries of about 256 weighted atoms of each distribution
         (:mod:`fairvlm.ot._summaries`, 0.1-0.3 s per statistic at any size, within 1e-5 times
         the statistic's variance of the exact solve as measured), with a note. 0: always on
