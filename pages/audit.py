@@ -34,12 +34,6 @@ DEFAULT_BOOTSTRAP = 1000
 STATISTICS = {"loss": "per-pair loss", "similarity": "image-text similarity"}
 CI_WIDTH_PX = 115  # "0.871 – 0.947" in full
 METRIC_WIDTH_PX = 270  # the longest metric name but fairlearn's convention's, in full
-METRIC_MEANINGS = (
-    "Over the groups shown: ES-accuracy scales accuracy like ES-AUC; demographic parity "
-    "difference (DPD) = max − min of the groups' selection rates P(ŷ = 1 | g); equalized odds "
-    "difference (DEOdds) = the larger of the TPR gap and the FPR gap, over the groups where "
-    "each rate is defined; fairlearn's convention counts an undefined rate as 0 (the two agree "
-    "when every rate is defined). 0 means no gap; gap intervals are simultaneous.")
 
 
 def main() -> None:
@@ -177,15 +171,8 @@ def show(result: AuditResult) -> None:
 def headline(audited: AttributeAudit, result: AuditResult) -> None:
     metrics = audited.report
     tiles = st.columns(4)
-    for tile, (label, estimate, group, meaning) in zip(tiles, (
-            ("AUC", metrics.auc, None, "Overall AUC over every pair of the split."),
-            ("ES-AUC", metrics.es_auc, None, "Equity-scaled AUC: AUC / (1 + Σ_g |AUC_g − AUC|) "
-             "over the groups shown; equals the AUC when every group does equally well."),
-            ("Worst-group AUC", metrics.worst_group_auc, metrics.worst_group,
-             "The lowest AUC of a group shown."),
-            ("AUC gap", metrics.auc_gap, None, "Highest minus lowest group AUC; its interval "
-             "is simultaneous, so one that excludes 0 is more than bootstrap noise.")),
-            strict=True):
+    for tile, (label, estimate, group, meaning) in zip(tiles, audit_view.headline_tiles(metrics),
+                                                       strict=True):
         tile.metric(label, "–" if estimate.value is None else audit_view.number(estimate.value),
                     help=meaning)
         tile.caption(plain(audit_view.tile_caption(estimate, group)))
@@ -221,7 +208,7 @@ def tables(audited: AttributeAudit) -> None:
         "value": st.column_config.TextColumn(width="medium"),
         "95% CI": st.column_config.TextColumn(width=CI_WIDTH_PX),
         "note": st.column_config.TextColumn(width="large")})
-    st.caption(METRIC_MEANINGS)
+    st.caption(audit_view.METRIC_MEANINGS)
 
 
 def distributions(audited: AttributeAudit, result: AuditResult) -> None:

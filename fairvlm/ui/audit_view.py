@@ -37,6 +37,13 @@ from fairvlm.scoring import embedding_cache_path
 CONFIG_KEY = "audit.config"
 AUDITED_KEY = "audit.for"
 UNDEFINED = "undefined"
+# Under the fairness-metrics table: what each metric means.
+METRIC_MEANINGS = (
+    "Over the groups shown: ES-accuracy scales accuracy like ES-AUC; demographic parity "
+    "difference (DPD) = max − min of the groups' selection rates P(ŷ = 1 | g); equalized odds "
+    "difference (DEOdds) = the larger of the TPR gap and the FPR gap, over the groups where "
+    "each rate is defined; fairlearn's convention counts an undefined rate as 0 (the two agree "
+    "when every rate is defined). 0 means no gap; gap intervals are simultaneous.")
 _AUDITS_KEPT = 8
 _STAGES_KEPT = 64
 
@@ -170,6 +177,20 @@ def interval(estimate: Estimate) -> str:
     if estimate.ci_low is None or estimate.ci_high is None:
         return ""
     return f"{estimate.ci_low:.3f} – {estimate.ci_high:.3f}"
+
+
+def headline_tiles(report: AttributeReport
+                   ) -> list[tuple[str, Estimate, str | None, str]]:
+    """The four headline tiles: ``(label, estimate, group named in the caption, meaning)``."""
+    return [
+        ("AUC", report.auc, None, "Overall AUC over every pair of the split."),
+        ("ES-AUC", report.es_auc, None, "Equity-scaled AUC: AUC / (1 + Σ_g |AUC_g − AUC|) over "
+         "the groups shown; equals the AUC when every group does equally well."),
+        ("Worst-group AUC", report.worst_group_auc, report.worst_group,
+         "The lowest AUC of a group shown."),
+        ("AUC gap", report.auc_gap, None, "Highest minus lowest group AUC; its interval is "
+         "simultaneous, so one that excludes 0 is more than bootstrap noise."),
+    ]
 
 
 def tile_caption(estimate: Estimate, group: str | None = None) -> str:
