@@ -18,8 +18,12 @@ from fairvlm.errors import ConfigError, DataError
 ArrayLike = Any  # numpy array, sequence of numbers or torch tensor
 
 
-def as_sample(values: ArrayLike, name: str, *, device: torch.device | None = None) -> torch.Tensor:
-    """``values`` as a 1-D, non-empty, finite float64 tensor (differentiable for torch input)."""
+def as_sample(values: ArrayLike, name: str, *, device: torch.device | None = None,
+              check_finite: bool = True) -> torch.Tensor:
+    """``values`` as a 1-D, non-empty, finite float64 tensor (differentiable for torch input).
+
+    ``check_finite=False`` leaves the finiteness check to :func:`host_sample`, for callers that
+    read the values to the host anyway (the check reads a device tensor once more)."""
     tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(
         np.asarray(values, dtype=np.float64))
     if device is not None:
@@ -28,10 +32,22 @@ def as_sample(values: ArrayLike, name: str, *, device: torch.device | None = Non
         raise DataError(f"{name}: expected a 1-D array of numbers, got shape {tuple(tensor.shape)}")
     if tensor.numel() == 0:
         raise DataError(f"{name}: expected at least one value, got an empty array")
-    bad = int((~torch.isfinite(tensor)).sum())
+    if check_finite:
+        _check_finite(int((~torch.isfinite(tensor)).sum()), name)
+    return tensor.to(torch.float64)
+
+
+def host_sample(sample: torch.Tensor, name: str) -> np.ndarray:
+    """A sample from :func:`as_sample` as a numpy array, checked to be finite (one device
+    read)."""
+    values = sample.detach().cpu().numpy()
+    _check_finite(int(np.count_nonzero(~np.isfinite(values))), name)
+    return values
+
+
+def _check_finite(bad: int, name: str) -> None:
     if bad:
         raise DataError(f"{name}: expected finite numbers, got {bad} NaN or infinite values")
-    return tensor.to(torch.float64)
 
 
 def as_group_codes(group_index: ArrayLike, n_values: int, n_groups: int) -> np.ndarray:

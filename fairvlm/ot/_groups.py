@@ -14,6 +14,7 @@ from fairvlm.ot._arrays import (
     as_group_codes,
     as_sample,
     check_count,
+    host_sample,
     input_device,
     output_dtype,
     to_caller,
@@ -51,19 +52,19 @@ class _GroupSamples:
     members: list[np.ndarray]  # positions of each kept group's members
 
     def on_host(self) -> tuple[np.ndarray, np.ndarray]:
-        """``sample`` and ``population`` as numpy arrays (one device read when they are the
-        same tensor)."""
-        sample = self.sample.detach().cpu().numpy()
+        """``sample`` and ``population`` as numpy arrays, checked to be finite (one device
+        read when they are the same tensor)."""
+        sample = host_sample(self.sample, "values")
         same = self.population is self.sample
-        return sample, sample if same else self.population.detach().cpu().numpy()
+        return sample, sample if same else host_sample(self.population, "reference")
 
 
 def _group_samples(values: ArrayLike, group_index: ArrayLike, n_groups: int, min_count: int,
                    reference: ArrayLike | None) -> _GroupSamples:
     device = input_device(values, reference)
-    sample = as_sample(values, "values", device=device)
-    population = sample if reference is None else as_sample(reference, "reference",
-                                                             device=device)
+    sample = as_sample(values, "values", device=device, check_finite=False)
+    population = sample if reference is None else as_sample(
+        reference, "reference", device=device, check_finite=False)
     codes = as_group_codes(group_index, sample.numel(), n_groups)
     members = group_members(codes, n_groups)
     counts = np.array([len(m) for m in members], dtype=np.int64)
@@ -131,9 +132,9 @@ def group_sinkhorn_divergences(values: ArrayLike, group_index: ArrayLike, n_grou
     """
     settings = solver_settings(blur, scaling, tol, max_iter)
     groups = _group_samples(values, group_index, n_groups, min_count, reference)
+    sample, population = groups.on_host()
     divergences = None
     if groups.kept.size:
-        sample, population = groups.on_host()
         index, counts = padded_index(groups.members)
         wanted = torch.is_grad_enabled() and (groups.sample.requires_grad
                                               or groups.population.requires_grad)
@@ -162,6 +163,7 @@ def group_wasserstein_distances(values: ArrayLike, group_index: ArrayLike, n_gro
     return values and NaN for groups under ``min_count``. Differentiable in torch.
     """
     groups = _group_samples(values, group_index, n_groups, min_count, reference)
+    groups.on_host()  # the finiteness check
     distances = [0.5 * squared_w2_rows(groups.sample[_on(groups.sample, positions)][None],
                                        groups.population)[0] for positions in groups.members]
     return (_all_groups(torch.stack(distances) if distances else None, groups,

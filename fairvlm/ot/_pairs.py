@@ -10,6 +10,7 @@ from fairvlm.ot._arrays import (
     as_sample,
     check_count,
     check_positive,
+    host_sample,
     input_device,
     output_dtype,
     to_caller,
@@ -64,13 +65,14 @@ def sinkhorn_divergence(x: ArrayLike, y: ArrayLike, *, blur: float = 0.1, scalin
     """
     settings = solver_settings(blur, scaling, tol, max_iter)
     device = input_device(x, y)
-    first, second = as_sample(x, "x", device=device), as_sample(y, "y", device=device)
+    first, second = (as_sample(values, name, device=device, check_finite=False)
+                     for values, name in ((x, "x"), (y, "y")))
+    on_host = host_sample(first, "x"), host_sample(second, "y")
     if first.numel() > second.numel():  # S is symmetric; the Newton system lives on the sources
-        first, second = second, first
+        first, second, on_host = second, first, on_host[::-1]
     wanted = torch.is_grad_enabled() and (first.requires_grad or second.requires_grad)
-    solved = debiased_sinkhorn(Clouds.from_matrix(first.detach().cpu().numpy()[None]),
-                               Clouds.from_matrix(second.detach().cpu().numpy()[None]),
-                               settings, gradients=wanted)
+    solved = debiased_sinkhorn(Clouds.from_matrix(on_host[0][None]),
+                               Clouds.from_matrix(on_host[1][None]), settings, gradients=wanted)
     jacobians = ([(first, solved.source_grad), (second, solved.target_grad)] if wanted else [])
     value = with_jacobians(solved.value, jacobians, device=first.device)[0]
     return to_caller(value, output_dtype(x, y))

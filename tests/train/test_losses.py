@@ -168,6 +168,27 @@ def test_a_batch_with_every_pair_flagged_skips_the_term_instead_of_failing():
     assert float(reference.value) == 0.0 and reference.skipped == (0, 1)
 
 
+def test_the_fairness_term_reads_the_batch_from_the_device_once(monkeypatch):
+    """Forward and backward of the term read device memory once: the batch's values, moved
+    to the host for the solve (a read means a GPU sync; group codes and flags stay on the
+    host, the solver's values and gradients travel back in one copy)."""
+    reads = []
+    for name in ("cpu", "item", "tolist", "__int__", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    losses = torch.tensor([3.1, 2.7, 3.3, 2.9, 3.0, 3.6, 2.5, 3.2, 4.8, 3.4], requires_grad=True)
+    term = fairness_term(losses, np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2]), 3,
+                         FairnessConfig(min_per_group=2), flagged=np.eye(10, dtype=bool)[8])
+    objective(losses, term, FairnessConfig(lam=0.5)).total.backward()
+    assert reads == ["cpu"]
+    assert term.skipped == () and torch.isfinite(losses.grad).all()
+
+
 def test_objective_is_weighted_mean_plus_lambda_times_fairness(stand_in_ot):
     per_pair = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64, requires_grad=True)
     weights = torch.tensor([1.0, 0.5, 0.0, 1.0], dtype=torch.float64)
