@@ -6,30 +6,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from run_waits import wait_until_ended
 
 from fairvlm import jobs
-from fairvlm.runs import RunDir, list_runs, process_alive
+from fairvlm.runs import RunDir, list_runs
 from fairvlm.train.config import TrainConfig
 
 TIMEOUT_S = 150.0
 TINY_RUN = {"attribute": "race", "scope": "projections", "epochs": 1, "lr": 1e-3,
             "eval_min_n": 1, "n_bootstrap": 20, "device": "cpu"}
-
-
-def wait_until_ended(run: RunDir, timeout: float = TIMEOUT_S) -> str:
-    """Poll until the run's state is no longer queued/running and its process has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = run.read_status().state
-        if state not in jobs.ACTIVE_STATES and not process_alive(jobs.job_pid(run)):
-            return state
-        time.sleep(0.5)
-    pytest.fail(f"{run.path} still {run.read_status().state} after {timeout} s:\n"
-                f"{jobs.log_tail(run)}")
 
 
 @pytest.fixture()
@@ -43,7 +31,7 @@ def test_two_launches_at_once_finish_in_their_own_run_folders(tmp_path, tiny_con
     assert first.path != second.path
     assert {first.path.parent, second.path.parent} == {tmp_path}
     assert jobs.job_pid(first) != jobs.job_pid(second)
-    assert [wait_until_ended(first), wait_until_ended(second)] == ["done", "done"]
+    assert [wait_until_ended(run, TIMEOUT_S) for run in (first, second)] == ["done", "done"]
 
     for run in (first, second):
         assert TrainConfig.from_dict(run.read_config()) == tiny_config
@@ -67,7 +55,7 @@ def test_a_run_refused_before_training_is_marked_failed_with_the_command_error(
     missing = tmp_path / "no-such-data"
     run = jobs.launch(TrainConfig.from_dict({**tiny_config.to_dict(), "data": str(missing)}),
                       root=tmp_path / "runs")
-    assert wait_until_ended(run) == "failed"
+    assert wait_until_ended(run, TIMEOUT_S) == "failed"
     error = run.read_status().error
     assert str(missing) in error and not error.startswith("error:")
     assert f"error: {error}" in jobs.log_tail(run)

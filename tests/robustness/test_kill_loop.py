@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from run_waits import wait_until_ended
 from safetensors.torch import load_file
 
 from fairvlm import jobs, paths
@@ -366,16 +367,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _wait_until_ended(run: RunDir) -> str:
-    deadline = time.monotonic() + LAUNCH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        current = run.read_status().state
-        if current not in jobs.ACTIVE_STATES and not process_alive(jobs.job_pid(run)):
-            return current
-        time.sleep(0.5)
-    pytest.fail(f"{run.path} still {run.read_status().state}:\n{jobs.log_tail(run)}")
-
-
 def test_two_launches_with_one_name_share_neither_folder_nor_model(
         small_demo_dir, tiny_checkpoint, tmp_path, monkeypatch):
     """Two app sessions fine-tune the cached demo model at the same second with the same
@@ -404,7 +395,7 @@ def test_two_launches_with_one_name_share_neither_folder_nor_model(
     assert first.path.parent == second.path.parent == paths.runs_dir()
     assert (first.path.name, second.path.name) == ("20250506-120000-race-aaaaaa",
                                                    "20250506-120000-race-bbbbbb")
-    assert [_wait_until_ended(first), _wait_until_ended(second)] == ["done", "done"]
+    assert [wait_until_ended(run, LAUNCH_TIMEOUT_S) for run in (first, second)] == ["done", "done"]
     weights = {}
     for run in (first, second):
         other = second if run is first else first
