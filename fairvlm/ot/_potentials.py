@@ -137,21 +137,26 @@ def soft_min_with_plan(cost_over_eps: np.ndarray, log_weights: np.ndarray,
                        eps: float) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_soft_min` and the softmax ``P_ij = softmax_j(h_j - C_ij / eps)`` over the last
     axis (rows sum to 1); ``-P`` is the soft-min's derivative with respect to a potential."""
-    logits = log_weights[:, None, :] - cost_over_eps
-    top = logits.max(axis=2, keepdims=True)
-    logits -= top
-    kernel = np.exp(logits, out=logits)
-    mass = kernel.sum(axis=2, keepdims=True)
+    kernel, mass, top = _shifted_kernel(cost_over_eps, log_weights)
     return -eps * (np.log(mass) + top)[:, :, 0], np.divide(kernel, mass, out=kernel)
 
 
 def _soft_min(cost_over_eps: np.ndarray, log_weights: np.ndarray, eps: float) -> np.ndarray:
     """``-eps * log sum_j exp(h_j - C_ij / eps)`` over the last axis, ``h`` = ``log_weights``
     (a log-weight plus a potential over ``eps``)."""
+    _, mass, top = _shifted_kernel(cost_over_eps, log_weights)
+    return -eps * (np.log(mass) + top)[:, :, 0]
+
+
+def _shifted_kernel(cost_over_eps: np.ndarray, log_weights: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``K_ij = exp(h_j - C_ij / eps - t_i)`` with ``t_i = max_j(h_j - C_ij / eps)`` (so no
+    entry overflows), its row sums and ``t`` (both with the last axis kept)."""
     logits = log_weights[:, None, :] - cost_over_eps
     top = logits.max(axis=2, keepdims=True)
     logits -= top
-    return -eps * (np.log(np.exp(logits, out=logits).sum(axis=2)) + top[:, :, 0])
+    kernel = np.exp(logits, out=logits)
+    return kernel, kernel.sum(axis=2, keepdims=True), top
 
 
 @dataclass
