@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from fairvlm.errors import ConfigError, DataError
+from fairvlm.host import host_array
 from fairvlm.paths import atomic_write
 
 MODES: tuple[str, ...] = ("reweight", "drop", "off")
@@ -158,7 +159,7 @@ class LossMemory:
                epoch: int) -> None:
         """Add this step's raw per-pair losses ``l_i`` (before any weighting) to ``epoch``."""
         self._check_epoch(epoch, self.epochs)
-        values = _numpy(losses).astype(np.float64).reshape(-1)
+        values = host_array(losses).astype(np.float64).reshape(-1)
         rows = self.rows(ids)
         if len(rows) != len(values):
             raise ValueError(f"record: {len(rows)} ids but {len(values)} losses")
@@ -372,9 +373,3 @@ def _first_or(first: np.ndarray, flagged_now: np.ndarray, epoch: int) -> pd.Seri
 
 def _first_true(flags: np.ndarray) -> np.ndarray:
     return np.where(flags.any(axis=1), flags.argmax(axis=1), -1)
-
-
-def _numpy(values: Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(values, Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from fairvlm.errors import ConfigError, DataError
+from fairvlm.host import host_array
 
 ArrayLike = Any  # numpy array, sequence of numbers or torch tensor
 
@@ -52,9 +53,7 @@ def _check_finite(bad: int, name: str) -> None:
 
 def as_group_codes(group_index: ArrayLike, n_values: int, n_groups: int) -> np.ndarray:
     """``group_index`` as an int64 numpy array of codes in ``[-1, n_groups)`` (-1 = no group)."""
-    if isinstance(group_index, torch.Tensor):
-        group_index = group_index.detach().cpu().numpy()
-    codes = np.asarray(group_index)
+    codes = host_array(group_index)
     if codes.ndim != 1 or codes.shape[0] != n_values:
         raise DataError(f"group_index: expected one code per value ({n_values}), "
                         f"got shape {codes.shape}")

@@ -69,7 +69,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fairvlm.ot._arrays import ArrayLike, as_group_codes, as_sample, check_count
+from fairvlm.ot._arrays import ArrayLike, as_group_codes, as_sample, check_count, host_sample
 from fairvlm.ot._groups import group_members
 from fairvlm.ot._pairs import solver_settings
 from fairvlm.ot._sinkhorn import Clouds, SolverSettings, debiased_sinkhorn
@@ -177,7 +177,7 @@ def summarised_group_sinkhorn_divergences(values: ArrayLike, group_index: ArrayL
     settings = solver_settings(blur, SolverSettings.scaling, SolverSettings.tol,
                                SolverSettings.max_iter)
     max_atoms = check_count(max_atoms, "max_atoms")
-    sample = as_sample(values, "values").detach().cpu().numpy()
+    sample = host_sample(as_sample(values, "values", check_finite=False), "values")
     members = group_members(as_group_codes(group_index, sample.size, n_groups), n_groups)
     counts = np.array([len(rows) for rows in members], dtype=np.int64)
     kept = np.flatnonzero(counts >= check_count(min_count, "min_count"))

@@ -37,6 +37,7 @@ from torch.nn.functional import cross_entropy
 
 from fairvlm import ot
 from fairvlm.errors import ConfigError
+from fairvlm.host import host_array
 
 STATISTICS: tuple[str, ...] = ("loss", "similarity", "reference")
 DISTANCES: tuple[str, ...] = ("sinkhorn", "wasserstein")
@@ -204,11 +205,11 @@ def fairness_term(values: Tensor, group_index: Tensor | np.ndarray, n_groups: in
         pairs are all left out skips every group (the term is 0).
     """
     if config.fair_on == "clean" and flagged is not None:
-        keep = np.flatnonzero(~_host(flagged).astype(bool))
+        keep = np.flatnonzero(~host_array(flagged).astype(bool))
         if not keep.size:
             return _all_skipped(values, n_groups, config)
         values = values[torch.as_tensor(keep, device=values.device)]
-        group_index = _host(group_index)[keep]
+        group_index = host_array(group_index)[keep]
     distances, counts = _group_distances(values, group_index, n_groups, config)
     return _summed(distances, counts, config.min_per_group)
 
@@ -253,7 +254,7 @@ def reference_fairness_term(batch_logits: Tensor, group_logits: Mapping[int, Ten
     """
     population = reference_statistic(batch_logits)
     if config.fair_on == "clean" and flagged is not None:
-        keep = np.flatnonzero(~_host(flagged).astype(bool))
+        keep = np.flatnonzero(~host_array(flagged).astype(bool))
         if not keep.size:
             return _all_skipped(population, n_groups, config)
         population = population[torch.as_tensor(keep, device=population.device)]
@@ -338,11 +339,6 @@ def _all_skipped(like: Tensor, n_groups: int, config: FairnessConfig) -> Fairnes
     """The term of a batch whose pairs are all left out: every group skipped, value 0."""
     nothing = torch.full((n_groups,), float("nan"), dtype=like.dtype, device=like.device)
     return _summed(nothing, np.zeros(n_groups, dtype=np.int64), config.min_per_group)
-
-
-def _host(values: Tensor | np.ndarray) -> np.ndarray:
-    """``values`` as a numpy array (a device tensor is read back once)."""
-    return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
 
 
 def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
