@@ -37,6 +37,7 @@ from fairvlm.mining import DBPMConfig, LossMemory
 from fairvlm.models.architectures import DEMO_ARCH, build_model
 from fairvlm.train.losses import (
     FairnessConfig,
+    LossTerms,
     fair_clip_objective,
     objective,
     per_pair_clip_loss,
@@ -67,7 +68,6 @@ def main() -> None:
                      for g in range(len(GROUP_SHARES))}
     groups = _group_index(args.batch)
     memory = _memory_with_history(args.batch)
-    ids = memory.ids
     fair_config = FairnessConfig(lam=0.5, min_per_group=2)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
@@ -83,12 +83,8 @@ def main() -> None:
 
     def fair() -> None:
         u, v, s = forward(*batch)
-        losses = per_pair_clip_loss(u, v, s)
-        memory.record(ids, losses, epoch=2)
-        terms = fair_clip_objective(losses, u, v, groups, len(GROUP_SHARES), fair_config,
-                                    weights=memory.weights(ids, losses),
-                                    flagged=memory.flagged(ids))
-        terms.total.backward()
+        _fair_objective(per_pair_clip_loss(u, v, s), memory, groups, fair_config,
+                        u, v).total.backward()
 
     def reference() -> None:
         u, v, s = forward(*batch)
@@ -135,6 +131,18 @@ def _timed(step: Callable[[], None], optimizer: torch.optim.Optimizer,
     return time.perf_counter() - start
 
 
+def _fair_objective(losses: torch.Tensor, memory: LossMemory, groups: np.ndarray,
+                    config: FairnessConfig, image: torch.Tensor | None = None,
+                    text: torch.Tensor | None = None) -> LossTerms:
+    """The fair step after its forward pass, as the training loop runs it: DBPM records the
+    per-pair losses and weights its flagged pairs, then the objective with the fairness term
+    (``image``/``text`` are needed only for the similarity statistic)."""
+    memory.record(memory.ids, losses.detach(), epoch=2)
+    return fair_clip_objective(losses, image, text, groups, len(GROUP_SHARES), config,
+                               weights=memory.weights(memory.ids, losses),
+                               flagged=memory.flagged(memory.ids))
+
+
 def _host_fair_ms(losses: torch.Tensor, memory: LossMemory, groups: np.ndarray,
                   config: FairnessConfig, repeats: int = 200) -> float:
     """Median host time of the fair step's own work (DBPM record and weights, the fairness
@@ -144,10 +152,7 @@ def _host_fair_ms(losses: torch.Tensor, memory: LossMemory, groups: np.ndarray,
     for _ in range(repeats):
         leaf = losses.clone().requires_grad_()
         start = time.perf_counter()
-        memory.record(memory.ids, leaf.detach(), epoch=2)
-        fair_clip_objective(leaf, None, None, groups, len(GROUP_SHARES), config,
-                            weights=memory.weights(memory.ids, leaf),
-                            flagged=memory.flagged(memory.ids)).total.backward()
+        _fair_objective(leaf, memory, groups, config).total.backward()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
