@@ -18,7 +18,7 @@ from fairvlm.data.table import SPLITS
 from fairvlm.errors import FairVLMError
 from fairvlm.models import LoadedModel
 from fairvlm.scoring import CLASS_NAMES
-from fairvlm.ui import audit_view, current
+from fairvlm.ui import audit_view, current, data_table
 from fairvlm.ui.audit_view import AUDITED_KEY, CONFIG_KEY, prompt_lines, prompt_text
 from fairvlm.ui.feedback import show_error, user_errors
 from fairvlm.ui.text import plain
@@ -173,8 +173,8 @@ def headline(audited: AttributeAudit, result: AuditResult) -> None:
     tiles = st.columns(4)
     for tile, (label, estimate, group, meaning) in zip(tiles, audit_view.headline_tiles(metrics),
                                                        strict=True):
-        tile.metric(label, "–" if estimate.value is None else audit_view.number(estimate.value),
-                    help=meaning)
+        shown = data_table.MISSING if estimate.value is None else audit_view.number(estimate.value)
+        tile.metric(label, shown, help=meaning)
         tile.caption(plain(audit_view.tile_caption(estimate, group)))
     overall = result.overall
     st.caption(f"{overall['n']:,} pairs in split {result.config.split}, "
@@ -192,7 +192,7 @@ def charts(audited: AttributeAudit) -> None:
 
 def tables(audited: AttributeAudit) -> None:
     st.markdown("**Groups**")
-    st.dataframe(audit_view.group_table(audited.report), hide_index=True, column_config={
+    data_table.show(audit_view.group_table(audited.report), column_config={
         "group": st.column_config.TextColumn(width="medium", pinned=True),
         "n": st.column_config.NumberColumn(format="localized"),
         "positives": st.column_config.NumberColumn(format="localized"),
@@ -203,7 +203,7 @@ def tables(audited: AttributeAudit) -> None:
         st.caption(f"Note: {plain(note)}")
     st.caption("TPR, FPR, selection rate and accuracy are at the threshold above.")
     st.markdown("**Fairness metrics**")
-    st.dataframe(audit_view.headline_table(audited.report), hide_index=True, column_config={
+    data_table.show(audit_view.headline_table(audited.report), column_config={
         "metric": st.column_config.TextColumn(width=METRIC_WIDTH_PX, pinned=True),
         "value": st.column_config.TextColumn(width="medium"),
         "95% CI": st.column_config.TextColumn(width=CI_WIDTH_PX),
@@ -223,7 +223,7 @@ def distributions(audited: AttributeAudit, result: AuditResult) -> None:
     view = next(v for v in audited.distributions if v.statistic == statistic)
     st.plotly_chart(plots.distribution_figure(result.predictions, view),
                     key=f"audit.distribution.{audited.name}")
-    st.dataframe(audit_view.distance_table(view), hide_index=True)
+    data_table.show(audit_view.distance_table(view))
     st.caption(f"Sinkhorn blur {view.blur:.3g} (ε = blur²), {view.n_permutations} "
                f"permutations, population {view.population_n:,} pairs.")
 

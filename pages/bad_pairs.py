@@ -15,7 +15,7 @@ from fairvlm.decisions import DECISIONS, DecisionFile
 from fairvlm.errors import DataError, FairVLMError
 from fairvlm.models import LoadedModel
 from fairvlm.pair_issues import IssueSettings, explain
-from fairvlm.ui import audit_view, cache, current, gallery
+from fairvlm.ui import audit_view, cache, current, data_table, gallery
 from fairvlm.ui import pair_browser as browser
 from fairvlm.ui.feedback import show_error, user_errors
 from fairvlm.ui.pair_figures import makeup_figure, trajectory_figure
@@ -198,7 +198,7 @@ def makeup(table: PairTable, frame: pd.DataFrame, chosen: browser.PairFilter) ->
                    "exceeds its share of all pairs is flagged more often than its size "
                    "predicts.")
         left, right = st.columns(2)
-        left.dataframe(shares, hide_index=True, column_config={
+        data_table.show(shares, where=left, column_config={
             column: st.column_config.NumberColumn(format="percent")
             for column in ("flag rate", "share of flagged", "share of all")})
         right.plotly_chart(makeup_figure(shares, attribute), key="bad_pairs.makeup.figure")

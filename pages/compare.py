@@ -16,7 +16,7 @@ from fairvlm.data import PairTable
 from fairvlm.data.table import SPLITS
 from fairvlm.errors import FairVLMError
 from fairvlm.metrics import DEFAULT_MIN_N
-from fairvlm.ui import audit_view, current, state
+from fairvlm.ui import audit_view, current, data_table, state
 from fairvlm.ui.feedback import show_error, user_errors
 from fairvlm.ui.text import plain
 
@@ -157,7 +157,7 @@ def show(comparison: Comparison) -> None:
                f"intervals · Δ: change from the baseline, **{plain(base.label)}**; green is "
                "better (higher AUC and ES-AUC, lower DPD and DEOdds), red worse.")
     table = comparison.side_by_side()
-    st.dataframe(_styled(table, comparison.improvement()), hide_index=True, height="content",
+    data_table.show(_styled(table, comparison.improvement()), height="content",
                  column_config={"metric": st.column_config.TextColumn(width="medium"),
                                 "n": st.column_config.NumberColumn(format="localized")})
     for line in comparison.undefined_reasons():

@@ -7,7 +7,7 @@ import streamlit as st
 from fairvlm import jobs, paths
 from fairvlm.data import PairTable, small_group_warnings
 from fairvlm.data.summary import DEFAULT_MIN_GROUP_SIZE
-from fairvlm.ui import cache, current, gallery, state, tables
+from fairvlm.ui import cache, current, data_table, gallery, state, tables
 from fairvlm.ui.architecture import architecture_input
 from fairvlm.ui.feedback import user_errors
 from fairvlm.ui.sidebar import SYNTHETIC_NOTE
@@ -173,7 +173,7 @@ def counts(table: PairTable) -> None:
     summary = cache.table_summary(table.fingerprint(), table)
     left, right = st.columns([3, 5], gap="large")
     with left:
-        st.dataframe(tables.split_counts(summary), hide_index=True,
+        data_table.show(tables.split_counts(summary),
                      column_config=_count_columns("split"))
     with right:
         if not table.attributes:
@@ -186,7 +186,7 @@ def counts(table: PairTable) -> None:
                                          value=DEFAULT_MIN_GROUP_SIZE, key="data.counts.min_n")
         for tab, name in zip(st.tabs(list(table.attributes)), table.attributes, strict=True):
             with tab:
-                st.dataframe(tables.group_counts(summary, name, split), hide_index=True,
+                data_table.show(tables.group_counts(summary, name, split),
                              column_config=_count_columns("group"))
         lines = small_group_warnings(tables.in_split(summary, split), min_n=int(min_n))
         if lines:

@@ -14,7 +14,7 @@ from fairvlm.mining import MODES
 from fairvlm.runs import RunDir
 from fairvlm.train.config import SCOPES, SELECTION_METRICS, TrainConfig
 from fairvlm.train.losses import DISTANCES, FAIR_ON, STATISTICS
-from fairvlm.ui import cache, current, run_monitor, state, tables
+from fairvlm.ui import cache, current, data_table, run_monitor, state, tables
 from fairvlm.ui.feedback import show_error, user_errors
 from fairvlm.ui.state import AUTO_DEVICE, ModelChoice
 from fairvlm.ui.text import plain
@@ -221,7 +221,7 @@ def live_runs() -> None:
 
 def runs_and_chosen(summaries: list[runs.RunSummary]) -> None:
     """The table of runs, the chooser, and the chosen run (the newest at first)."""
-    st.dataframe(run_monitor.run_table(summaries), hide_index=True, column_config={
+    data_table.show(run_monitor.run_table(summaries), column_config={
         "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,
                                                     format="percent"),
         "test AUC": st.column_config.NumberColumn(format="%.3f"),
@@ -290,7 +290,7 @@ def done(run: RunDir) -> None:
         estimate = (evaluation.get(split) or {}).get(key) or {}
         value = estimate.get("value")
         note = estimate.get("note") or None
-        tile.metric(label, "–" if value is None else f"{value:.3f}",
+        tile.metric(label, data_table.MISSING if value is None else f"{value:.3f}",
                     help=f"undefined: {note}" if value is None else note)
     flagged = evaluation.get("flagged") or {}
     tiles[4].metric("Faulty pairs", flagged.get("faulty", 0),
@@ -341,7 +341,7 @@ def progress(run: RunDir, config: dict, active: bool) -> None:
         st.markdown(f"**Validation, {plain(str(config.get('attribute')))}**")
         st.line_chart(epochs_frame.set_index("epoch")[["val AUC", "val ES-AUC"]],
                       x_label="epoch", height=280)
-    st.dataframe(epochs_frame, hide_index=True, column_config={
+    data_table.show(epochs_frame, column_config={
         "val AUC": st.column_config.NumberColumn(format="%.3f"),
         "val ES-AUC": st.column_config.NumberColumn(format="%.3f"),
         "selected": st.column_config.CheckboxColumn("selected"),

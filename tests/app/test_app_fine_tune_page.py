@@ -162,6 +162,8 @@ def test_cancel_stops_a_running_job(home: Path) -> None:
         time.sleep(0.2)
     assert not process_alive(jobs.job_pid(run))  # the worker exits after marking the run
     assert any("Cancelled at step" in warning.value for warning in app.warning)
+    runs_table = app.dataframe[0]  # no test evaluation: drawn as a dash, not "None" (run())
+    assert runs_table.value["test AUC"].isna().all() and runs_table.proto.placeholder == "–"
     assert run.latest_checkpoint() is not None  # saved on the way out
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from fairvlm.ui.data_table import MISSING
 from fairvlm.ui.state import MODEL_KEY, ModelChoice
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -20,9 +21,11 @@ _MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 
 def run(app: AppTest) -> AppTest:
-    """Rerun ``app``, asserting that no exception reached the page."""
+    """Rerun ``app``, asserting that no exception reached the page and that every table on it
+    shows a missing value as a dash (:func:`fairvlm.ui.data_table.show`), not as "None"."""
     app.run(timeout=TIMEOUT_S)
     assert not app.exception, [e.message for e in app.exception]
+    assert all(table.proto.placeholder == MISSING for table in app.dataframe)
     return app
 
 
