@@ -88,16 +88,12 @@ def audit_attribute(
     """
     _check_settings(threshold, threshold_method, min_n, n_bootstrap, ci_level)
     labels, scores = check_labels_and_scores(y_true, y_score)
-    groups = index_groups(check_codes(codes, labels.size), group_names,
-                          unknown_code=unknown_code, unknown=unknown)
-    kept = groups.row_group >= 0
-    if not kept.any():
-        raise DataError(f"{attribute}: every pair has the unknown code {unknown_code} and "
-                        "unknown='exclude'; expected some pairs with a known group")
+    groups, kept = grouped_rows(codes, labels.size, group_names, unknown_code, unknown,
+                                attribute)
     labels, scores, row_group = labels[kept], scores[kept], groups.row_group[kept]
     pairs = SortedPairs(labels, scores, threshold, row_group, len(groups.names))
     point = pairs.point()
-    plan = _Plan.from_point(point, min_n)
+    plan = Plan.from_point(point, min_n)
     resamples = None
     if n_bootstrap:
         blocks = resample_index_blocks(labels.size, n_bootstrap, seed)
@@ -123,8 +119,22 @@ def audit_attribute(
     )
 
 
+def grouped_rows(codes: np.ndarray, n_pairs: int, group_names: Mapping[int, str],
+                 unknown_code: int, unknown: str, attribute: str
+                 ) -> tuple[GroupIndex, np.ndarray]:
+    """The groups of the pairs (:func:`index_groups`) and the mask of pairs kept (those not in
+    an excluded unknown group); ``DataError`` when no pair is kept."""
+    groups = index_groups(check_codes(codes, n_pairs), group_names,
+                          unknown_code=unknown_code, unknown=unknown)
+    kept = groups.row_group >= 0
+    if not kept.any():
+        raise DataError(f"{attribute}: every pair has the unknown code {unknown_code} and "
+                        "unknown='exclude'; expected some pairs with a known group")
+    return groups, kept
+
+
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
     """Which groups enter each summary quantity, fixed by the point estimate."""
 
     n: np.ndarray
@@ -137,7 +147,7 @@ class _Plan:
     best: int | None
 
     @staticmethod
-    def from_point(point: Tallies, min_n: int) -> _Plan:
+    def from_point(point: Tallies, min_n: int) -> Plan:
         n = point.group_counts[0, :, N].astype(np.int64)
         positives = point.group_counts[0, :, POSITIVES].astype(np.int64)
         shown = n >= max(min_n, 1)
@@ -146,11 +156,11 @@ class _Plan:
         if np.count_nonzero(auc_members) >= 2:
             member_auc = np.where(auc_members, point.group_auc[0], np.nan)
             worst, best = int(np.nanargmin(member_auc)), int(np.nanargmax(member_auc))
-        return _Plan(n, positives, shown, auc_members, tpr_members=shown & (positives > 0),
+        return Plan(n, positives, shown, auc_members, tpr_members=shown & (positives > 0),
                      fpr_members=shown & (n - positives > 0), worst=worst, best=best)
 
 
-def _levels(tallies: Tallies, plan: _Plan) -> dict[str, np.ndarray]:
+def levels(tallies: Tallies, plan: Plan) -> dict[str, np.ndarray]:
     """Summary quantities that are levels (not gaps), one value per row (NaN = undefined)."""
     accuracy = group_rates(tallies.counts)["accuracy"]
     group_accuracy = group_rates(tallies.group_counts)["accuracy"]
@@ -167,7 +177,7 @@ def _levels(tallies: Tallies, plan: _Plan) -> dict[str, np.ndarray]:
     }
 
 
-def _gap_components(tallies: Tallies, plan: _Plan) -> dict[str, list[Component]]:
+def gap_components(tallies: Tallies, plan: Plan) -> dict[str, list[Component]]:
     """The group values and member groups that each gap compares."""
     rates = group_rates(tallies.group_counts)
     tpr, fpr = (rates["tpr"], plan.tpr_members), (rates["fpr"], plan.fpr_members)
@@ -182,17 +192,17 @@ def _gap_components(tallies: Tallies, plan: _Plan) -> dict[str, list[Component]]
     }
 
 
-def _summary_estimates(point: Tallies, resamples: Tallies | None, plan: _Plan,
+def _summary_estimates(point: Tallies, resamples: Tallies | None, plan: Plan,
                        groups: GroupIndex, ci_level: float) -> dict[str, Estimate]:
     reasons = _undefined_reasons(point)
     estimates = {}
-    resampled_levels = _levels(resamples, plan) if resamples is not None else {}
-    for name, values in _levels(point, plan).items():
+    resampled_levels = levels(resamples, plan) if resamples is not None else {}
+    for name, values in levels(point, plan).items():
         interval = (percentile_interval(resampled_levels[name], ci_level)
                     if resamples is not None else None)
         estimates[name] = _estimate(values[0], interval, reasons[name])
-    resampled_gaps = _gap_components(resamples, plan) if resamples is not None else {}
-    for name, components in _gap_components(point, plan).items():
+    resampled_gaps = gap_components(resamples, plan) if resamples is not None else {}
+    for name, components in gap_components(point, plan).items():
         gap = largest_gap(components)[0]
         interval = None
         if resamples is not None:
@@ -221,7 +231,7 @@ def _undefined_reasons(point: Tallies) -> dict[str, str]:
     return reasons
 
 
-def _equalized_odds_note(plan: _Plan, groups: GroupIndex, fairlearn_value: Estimate) -> str:
+def _equalized_odds_note(plan: Plan, groups: GroupIndex, fairlearn_value: Estimate) -> str:
     """The visible note when DEOdds skips groups whose TPR or FPR is undefined."""
     skipped = [f"TPR of {groups.names[g]} (no positives)"
                for g in np.flatnonzero(plan.shown & ~plan.tpr_members)]
@@ -235,7 +245,7 @@ def _equalized_odds_note(plan: _Plan, groups: GroupIndex, fairlearn_value: Estim
             f"(undefined rate = 0) gives {shown_value}")
 
 
-def _group_reports(point: Tallies, resamples: Tallies | None, plan: _Plan,
+def _group_reports(point: Tallies, resamples: Tallies | None, plan: Plan,
                    groups: GroupIndex, labels: np.ndarray, scores: np.ndarray,
                    row_group: np.ndarray, min_n: int, ci_level: float) -> tuple[GroupReport, ...]:
     rates = {k: v[0] for k, v in group_rates(point.group_counts).items()}
@@ -264,7 +274,7 @@ def _group_reports(point: Tallies, resamples: Tallies | None, plan: _Plan,
     return tuple(reports)
 
 
-def _summary_notes(plan: _Plan, groups: GroupIndex, min_n: int) -> list[str]:
+def _summary_notes(plan: Plan, groups: GroupIndex, min_n: int) -> list[str]:
     notes = []
     hidden = [f"{groups.names[g]} (n = {plan.n[g]})"
               for g in np.flatnonzero(~plan.shown & (plan.n > 0))]
