@@ -97,5 +97,5 @@ def test_text_and_sign() -> None:
 
 def test_scores_of_different_pairs_are_refused() -> None:
     labels, base, new, groups = _data()
-    with pytest.raises(DataError, match="^y_true has 400 values and y_score 399; "):
+    with pytest.raises(DataError, match=r"^y_true has 400 values and y_score 399; "):
         paired_changes(labels, base, new[:-1], groups, group_names=NAMES)
