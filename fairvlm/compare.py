@@ -5,10 +5,11 @@ Each model is audited with the same :class:`~fairvlm.config.AuditConfig`
 results up in the form of the paper's tables: per attribute, DPD and DEOdds (lower is
 better), AUC and ES-AUC (higher is better) and every group's AUC, each with its bootstrap
 interval, one column per model and, for every model after the first (the baseline), the
-change ``delta = value(model) - value(baseline)``. A change is an improvement when it goes
-the metric's better way (up for AUCs, down for gaps); a change smaller than
-:data:`NO_CHANGE` (invisible at three decimals) counts as none, and an undefined value gives no
-delta.
+change ``delta = value(model) - value(baseline)`` with its paired bootstrap interval
+(:func:`fairvlm.metrics.paired_changes`: both models scored on the same resamples of the same
+pairs). A change counts as an improvement or a worsening only when that interval excludes 0
+(up for AUCs, down for gaps is better); otherwise it is within noise, however large it looks,
+and an undefined value gives no delta.
 
 The download (:func:`comparison_files`) is one zip: ``report.html`` (self-contained, drawn
 with :mod:`fairvlm.plots` and the page frame of :mod:`fairvlm.report`) and
@@ -27,25 +28,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fairvlm import plots
 from fairvlm.audit import AuditResult, DistributionView, library_versions
 from fairvlm.errors import ConfigError, DataError
 from fairvlm.jobs import FinishedRun
-from fairvlm.metrics import AttributeReport, Estimate
+from fairvlm.metrics import AttributeReport, Change, Estimate, PairedChanges, paired_changes
 from fairvlm.report import FigureWriter, html_document
 from fairvlm.runs import RunDir
 
 HIGHER, LOWER = 1, -1
-NO_CHANGE = 5e-4
 SUMMARY_METRICS: tuple[tuple[str, str, int], ...] = (
     ("dpd", "DPD", LOWER), ("deodds", "DEOdds", LOWER), ("auc", "AUC", HIGHER),
     ("es_auc", "ES-AUC", HIGHER))
 ROW_COLUMNS: tuple[str, ...] = ("attribute", "metric", "group", "n", "better", "model", "value",
-                                "ci_low", "ci_high", "note", "delta", "improved")
+                                "ci_low", "ci_high", "note", "delta", "delta_low", "delta_high",
+                                "improved")
 JSON_FILE, HTML_FILE = "comparison.json", "report.html"
 _DELTA_PREFIX = "Δ "
+DELTA_MEANING = ("Δ: change from the baseline (the first model) with its paired 95% interval "
+                 "(both models on the same resamples of the same pairs). Green: measurably "
+                 "better (the interval excludes 0; higher AUC and ES-AUC, lower DPD and "
+                 "DEOdds), red: measurably worse, uncoloured: within noise.")
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,15 @@ class ComparedModel:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Audits of several models on the same data and split; the first is the baseline."""
+    """Audits of several models on the same data and split; the first is the baseline.
+
+    ``changes[(label, attribute)]``: the paired changes of every later model from the
+    baseline, per attribute.
+    """
 
     models: tuple[ComparedModel, ...]
     created: str
+    changes: dict[tuple[str, str], PairedChanges]
 
     @property
     def baseline(self) -> ComparedModel:
@@ -82,32 +93,44 @@ class Comparison:
         """One row per attribute, metric and model (columns :data:`ROW_COLUMNS`).
 
         ``group`` is empty for the summary metrics; ``better`` is +1 (higher is better) or
-        -1; ``note`` says why a value is undefined or how its interval was made; ``delta`` is
-        None for the baseline and for undefined values, ``improved`` also for changes below
-        :data:`NO_CHANGE`.
+        -1; ``note`` says why a value is undefined or how its interval was made; ``delta``
+        and its paired interval ``delta_low``, ``delta_high`` are None for the baseline and
+        for undefined values; ``improved`` is True or False for a measurable change (interval
+        excluding 0) and None otherwise.
         """
         records = []
         for attribute in self.attributes:
             reports = [model.result.attribute(attribute).report for model in self.models]
             for metric, group, n, better, estimates in _metric_lines(reports):
-                base = estimates[0].value
                 for model, estimate in zip(self.models, estimates, strict=True):
-                    delta = None
-                    if model is not self.baseline and None not in (base, estimate.value):
-                        delta = estimate.value - base
+                    change = self.change(model, attribute, group or None, metric)
                     records.append({
                         "attribute": attribute, "metric": metric, "group": group, "n": n,
                         "better": better, "model": model.label, "value": estimate.value,
                         "ci_low": estimate.ci_low, "ci_high": estimate.ci_high,
-                        "note": estimate.note, "delta": delta,
-                        "improved": (None if delta is None or abs(delta) < NO_CHANGE
-                                     else delta * better > 0),
+                        "note": estimate.note, "delta": change.delta,
+                        "delta_low": change.ci_low, "delta_high": change.ci_high,
+                        "improved": None if not change.sign else change.sign * better > 0,
                     })
         return pd.DataFrame(records, columns=list(ROW_COLUMNS))
 
+    def change(self, model: ComparedModel, attribute: str, group: str | None,
+               metric: str) -> Change:
+        """``model``'s paired change from the baseline in ``group``'s AUC (a group name) or
+        in a summary ``metric`` (a label of :data:`SUMMARY_METRICS`); none for the baseline."""
+        if model is self.baseline:
+            return Change(None)
+        changes = self.changes[(model.label, attribute)]
+        if group is not None:
+            return changes.group_auc.get(group, Change(None))
+        key = next(key for key, label, _ in SUMMARY_METRICS if label == metric)
+        return changes.summary[key]
+
     def side_by_side(self) -> pd.DataFrame:
         """The paper-style table: ``attribute, metric, n``, then per model its value with the
-        interval as text (``0.812 [0.781, 0.840]``) and, after the baseline, ``Δ <label>``."""
+        interval as text (``0.812 [0.781, 0.840]``) and, after the baseline, ``Δ <label>``:
+        the change with its paired interval (``+0.012 [-0.004, +0.027]``; None when
+        undefined)."""
         rows = self.rows()
         keys = ["attribute", "metric", "n"]
         table = rows[rows["model"] == self.baseline.label][keys].reset_index(drop=True)
@@ -117,7 +140,10 @@ class Comparison:
                                   zip(mine["value"], mine["ci_low"], mine["ci_high"],
                                       strict=True)]
             if model is not self.baseline:
-                table[delta_column(model.label)] = mine["delta"].astype(float)
+                table[delta_column(model.label)] = [
+                    None if pd.isna(delta) else Change(delta, low, high).text()
+                    for delta, low, high in zip(mine["delta"], _or_none(mine["delta_low"]),
+                                                _or_none(mine["delta_high"]), strict=True)]
         return table
 
     def undefined_reasons(self) -> list[str]:
@@ -133,8 +159,8 @@ class Comparison:
         return lines
 
     def improvement(self) -> pd.DataFrame:
-        """Shaped like :meth:`side_by_side`'s delta columns: True (better), False (worse),
-        None (no change or undefined)."""
+        """Shaped like :meth:`side_by_side`'s delta columns: True (measurably better), False
+        (measurably worse), None (within noise or undefined)."""
         rows = self.rows()
         return pd.DataFrame({
             delta_column(model.label):
@@ -197,7 +223,35 @@ def compare(models: Sequence[ComparedModel]) -> Comparison:
         if mine != theirs:
             raise DataError(f"compare: {model.label} audits attributes {mine}; expected "
                             f"{theirs}")
-    return Comparison(tuple(models), datetime.now(UTC).isoformat(timespec="seconds"))
+    changes = {(model.label, attribute): _paired(models[0].result, model.result, attribute)
+               for model in models[1:] for attribute in (a.name for a in base.attributes)}
+    return Comparison(tuple(models), datetime.now(UTC).isoformat(timespec="seconds"), changes)
+
+
+def _paired(base: AuditResult, other: AuditResult, attribute: str) -> PairedChanges:
+    """:func:`~fairvlm.metrics.paired_changes` of ``attribute`` from the two audits'
+    predictions, with the baseline report's groups and settings (its seed: its resamples)."""
+    before, after = base.predictions, other.predictions
+    if not np.array_equal(before["id"].to_numpy(), after["id"].to_numpy()):
+        raise DataError(f"compare: the audits of {attribute} hold different pairs; expected "
+                        "the same split of the same data")
+    report = base.attribute(attribute).report
+    settings = report.settings
+    code_of = {group.name: group.code for group in report.groups}
+    codes = np.array([code_of.get(name, settings["unknown_code"])
+                      for name in before[attribute]], dtype=np.int64)
+    return paired_changes(
+        before["label"].to_numpy(), before["probability"].to_numpy(),
+        after["probability"].to_numpy(), codes,
+        group_names={group.code: group.name for group in report.groups}, attribute=attribute,
+        unknown_code=settings["unknown_code"], unknown=settings["unknown"],
+        base_threshold=base.threshold.value, new_threshold=other.threshold.value,
+        min_n=settings["min_n"], n_bootstrap=settings["n_bootstrap"], seed=settings["seed"],
+        ci_level=settings["ci_level"])
+
+
+def _or_none(values: pd.Series) -> list[float | None]:
+    return [None if pd.isna(value) else float(value) for value in values]
 
 
 def distribution_view(result: AuditResult, attribute: str, statistic: str = "loss"
@@ -305,14 +359,11 @@ def _table_section(comparison: Comparison) -> str:
                 better = improvement.at[position, column]
                 kind = "" if better is None or pd.isna(better) else (
                     " class='better'" if better else " class='worse'")
-                text = "" if pd.isna(value) else f"{value:+.3f}"
-                cells.append(f"<td{kind}>{text}</td>")
+                cells.append(f"<td{kind}>{'' if value is None else _e(value)}</td>")
             else:
                 cells.append(f"<td>{_e(value)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    caption = ("Values with 95% bootstrap intervals. Δ: change from the baseline (first "
-               "model); green is better (higher AUC and ES-AUC, lower DPD and DEOdds), red "
-               "worse.")
+    caption = f"Values with 95% bootstrap intervals. {DELTA_MEANING}"
     return (f"<section><h2>Side by side</h2><table class='compare'><caption>{_e(caption)}"
             f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
             "</section>")

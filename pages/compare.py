@@ -10,7 +10,7 @@ import streamlit as st
 from pandas.io.formats.style import Styler
 
 from fairvlm import compare, jobs, plots
-from fairvlm.compare import ComparedModel, Comparison
+from fairvlm.compare import DELTA_MEANING, ComparedModel, Comparison
 from fairvlm.config import AuditConfig
 from fairvlm.data import PairTable
 from fairvlm.data.table import SPLITS
@@ -153,9 +153,8 @@ def show(comparison: Comparison) -> None:
     """The side-by-side table, the figures per attribute and the download."""
     base = comparison.baseline
     st.subheader("Side by side")
-    st.caption(f"Split {plain(base.result.config.split)} · values with 95% bootstrap "
-               f"intervals · Δ: change from the baseline, **{plain(base.label)}**; green is "
-               "better (higher AUC and ES-AUC, lower DPD and DEOdds), red worse.")
+    st.caption(f"Split {plain(base.result.config.split)} · baseline **{plain(base.label)}** · "
+               f"values with 95% bootstrap intervals · {plain(DELTA_MEANING)}")
     table = comparison.side_by_side()
     data_table.show(_styled(table, comparison.improvement()), height="content",
                  column_config={"metric": st.column_config.TextColumn(width="medium"),
@@ -191,7 +190,7 @@ def figures(comparison: Comparison, attribute: str) -> None:
 
 
 def _styled(table: pd.DataFrame, improvement: pd.DataFrame) -> Styler:
-    """Delta columns signed to 3 decimals, green where better and red where worse."""
+    """Delta columns green where measurably better and red where measurably worse."""
     def colours(frame: pd.DataFrame) -> pd.DataFrame:
         styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
         for column in improvement.columns:
@@ -200,8 +199,7 @@ def _styled(table: pd.DataFrame, improvement: pd.DataFrame) -> Styler:
                 else (BETTER if better else WORSE))
         return styles
 
-    return (table.style.apply(colours, axis=None)
-            .format("{:+.3f}", subset=list(improvement.columns), na_rep=""))
+    return table.style.apply(colours, axis=None)
 
 
 def download(comparison: Comparison) -> None:

@@ -21,7 +21,6 @@ from fairvlm.audit import AuditResult, run_audit
 from fairvlm.compare import (
     HTML_FILE,
     JSON_FILE,
-    NO_CHANGE,
     ComparedModel,
     Comparison,
     compare,
@@ -33,6 +32,7 @@ from fairvlm.compare import (
 from fairvlm.config import AuditConfig
 from fairvlm.data import load_dataset
 from fairvlm.errors import ConfigError, DataError
+from fairvlm.metrics._bootstrap import draw_resample_indices
 from fairvlm.models import load_model
 
 CONFIG = AuditConfig(attributes=("race", "gender"), split="train", min_n=1, n_bootstrap=40,
@@ -90,11 +90,36 @@ def test_values_and_deltas_match_independent_computations(comparison, results,
                                .iloc[0] for label in LABELS)
         assert base_row["value"] == pytest.approx(value, abs=1e-12), metric
         assert other_row["value"] == pytest.approx(other[metric], abs=1e-12), metric
-        assert pd.isna(base_row["delta"])
+        assert pd.isna(base_row["delta"]) and pd.isna(base_row["delta_low"])
         delta = other[metric] - value
         assert other_row["delta"] == pytest.approx(delta, abs=1e-12), metric
-        better = delta < 0 if metric in ("DPD", "DEOdds") else delta > 0
-        assert other_row["improved"] == (better if abs(delta) >= NO_CHANGE else None), metric
+        low, high = other_row["delta_low"], other_row["delta_high"]
+        assert low <= delta <= high or not low <= high, metric  # percentile interval
+        better = -1 if metric in ("DPD", "DEOdds") else 1
+        measurable = low > 0 or high < 0
+        assert other_row["improved"] == ((low > 0) == (better > 0) if measurable else None)
+
+
+def test_deltas_carry_paired_intervals_from_the_same_resamples(comparison, results) -> None:
+    """The AUC delta's interval is the percentile interval of the AUC differences on the
+    audits' own resamples (scikit-learn on the explicit indices)."""
+    before, after = (result.predictions for result in results)
+    labels = before["label"].to_numpy()
+    samples = [roc_auc_score(labels[rows], after["probability"].to_numpy()[rows])
+               - roc_auc_score(labels[rows], before["probability"].to_numpy()[rows])
+               for rows in draw_resample_indices(len(labels), CONFIG.n_bootstrap, CONFIG.seed)]
+    rows = comparison.rows()
+    auc = rows[(rows["metric"] == "AUC") & (rows["model"] == LABELS[1])].iloc[0]
+    assert (auc["delta_low"], auc["delta_high"]) == pytest.approx(
+        tuple(np.quantile(samples, [0.025, 0.975])), abs=1e-12)
+
+
+def test_a_model_against_itself_changes_nothing_measurably(results) -> None:
+    same = compare([ComparedModel("a", "x", results[0]), ComparedModel("b", "x", results[0])])
+    rows = same.rows()
+    later = rows[rows["model"] == "b"]
+    assert (later["delta"].dropna() == 0).all() and later["improved"].isna().all()
+    assert set(same.side_by_side()[delta_column("b")].dropna()) == {"+0.000 [+0.000, +0.000]"}
 
 
 def test_side_by_side_is_the_paper_table(comparison, results) -> None:
@@ -109,7 +134,8 @@ def test_side_by_side_is_the_paper_table(comparison, results) -> None:
     assert race.loc["AUC", LABELS[0]] == f"{auc.value:.3f} [{auc.ci_low:.3f}, {auc.ci_high:.3f}]"
     expected = _expected(results[1].predictions, "race")["AUC White"] - _expected(
         predictions, "race")["AUC White"]
-    assert race.loc["AUC White", delta_column(LABELS[1])] == pytest.approx(expected)
+    shown = race.loc["AUC White", delta_column(LABELS[1])]
+    assert shown.startswith(f"{expected:+.3f} [")  # the change, then its paired interval
     improvement = comparison.improvement()
     assert list(improvement.columns) == [delta_column(LABELS[1])]
     assert len(improvement) == len(table)

@@ -95,7 +95,8 @@ def test_compare_the_model_in_use_with_a_finished_run(home: Path) -> None:
     for metric, value in before.items():
         assert table.loc[metric, baseline].startswith(f"{value:.3f} [")
         assert table.loc[metric, label].startswith(f"{after[metric]:.3f} [")
-        assert table.loc[metric, delta_column(label)] == pytest.approx(after[metric] - value)
+        change = after[metric] - value  # then the paired interval (tests/test_compare.py)
+        assert table.loc[metric, delta_column(label)].startswith(f"{change:+.3f} [")
 
     comparison = app.session_state["compare.result"]
     origin = comparison.models[1].origin
