@@ -290,8 +290,15 @@ def done(run: RunDir) -> None:
         estimate = (evaluation.get(split) or {}).get(key) or {}
         value = estimate.get("value")
         note = estimate.get("note") or None
+        change = run_monitor.change_from_start(evaluation, key) if split == "test" else None
+        delta, colour = change or (None, "normal")
         tile.metric(label, data_table.MISSING if value is None else f"{value:.3f}",
+                    delta=delta, delta_color=colour,
                     help=f"undefined: {note}" if value is None else note)
+    if evaluation.get("change_from_start"):
+        st.caption("Under the test tiles: the change from the starting model on the same test "
+                   "pairs, with its paired 95% bootstrap interval; grey when the interval "
+                   "holds 0 (within noise).")
     flagged = evaluation.get("flagged") or {}
     tiles[4].metric("Faulty pairs", flagged.get("faulty", 0),
                     help="DBPM: weighted mean loss at least mu + β_fp sigma, over the run.")

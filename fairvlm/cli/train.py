@@ -1,7 +1,8 @@
 """``fairvlm train``: fair fine-tuning with DBPM into a run folder (METHOD.md sections 1-4).
 
 Runs in the foreground with a progress bar and ends with a summary: the selected epoch, the
-validation and test AUC and ES-AUC of the attribute, and DBPM's flagged pairs. SIGTERM or
+validation and test AUC and ES-AUC of the attribute, their change on test from the starting
+model with paired bootstrap intervals, and DBPM's flagged pairs. SIGTERM or
 Ctrl-C saves a checkpoint and marks the run cancelled; ``--resume`` continues it (also after
 a crash or ``kill -9``) from its newest complete checkpoint, with the settings saved in its
 ``config.json``. Under ``torchrun --nproc_per_node=N`` the same command trains with DDP.
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairvlm.errors import ConfigError
+from fairvlm.metrics import Change
 
 if TYPE_CHECKING:
     from fairvlm.train.config import TrainConfig
@@ -144,7 +146,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def render_summary(result: TrainResult) -> str:
-    """The end-of-run summary: selected epoch, validation and test AUC / ES-AUC, flags."""
+    """The end-of-run summary: selected epoch, validation and test AUC / ES-AUC, their change
+    on test from the starting model (measurable or within noise), DBPM's flags."""
     selection = result.selection
     lines = [f"fine-tune done: {result.run_dir} ({result.step} steps)",
              f"selected epoch {selection['epoch']} by validation {selection['metric']}"
@@ -153,6 +156,14 @@ def render_summary(result: TrainResult) -> str:
     for split, summary in (("val", result.val), ("test", result.test)):
         if summary is not None:
             lines.append(f"{split:6}{_fmt(summary['auc']):>8}{_fmt(summary['es_auc']):>9}")
+    if result.change is not None and result.start_test is not None:
+        lines.append("test, starting model -> selected (change with its paired 95% interval):")
+        for key, label in (("auc", "AUC"), ("es_auc", "ES-AUC")):
+            change = Change.from_dict(result.change["summary"][key])
+            lines.append(f"  {label:7}{_fmt(result.start_test[key])} -> "
+                         f"{_fmt(result.test[key])}  "
+                         + (f"{change.text()}  {change.verdict}" if change.delta is not None
+                            else "undefined"))
     flagged = result.flagged
     lines.append(f"DBPM flagged pairs: {flagged['faulty']} faulty, {flagged['noisy']} noisy "
                  f"(list them: fairvlm mine --run-dir {result.run_dir})")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,24 @@ class Change:
             return -1
         return 0
 
+    @property
+    def verdict(self) -> str:
+        """``higher`` or ``lower`` (a measurable change), ``within noise``, ``no interval`` or
+        ``undefined``."""
+        if self.delta is None:
+            return "undefined"
+        return {None: "no interval", 0: "within noise", 1: "higher", -1: "lower"}[self.sign]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"delta": self.delta, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "sign": self.sign, "n_undefined": self.n_undefined}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Change:
+        """The inverse of :meth:`to_dict` (``sign`` is derived, not read)."""
+        return cls(data.get("delta"), data.get("ci_low"), data.get("ci_high"),
+                   int(data.get("n_undefined") or 0))
+
     def text(self) -> str:
         """``+0.012 [-0.004, +0.027]``, ``+0.012`` without an interval, ``undefined``."""
         if self.delta is None:
@@ -91,6 +110,12 @@ class PairedChanges:
     n_bootstrap: int
     seed: int
     ci_level: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_bootstrap": self.n_bootstrap, "seed": self.seed, "ci_level": self.ci_level,
+                "summary": {name: change.to_dict() for name, change in self.summary.items()},
+                "group_auc": {name: change.to_dict()
+                              for name, change in self.group_auc.items()}}
 
 
 def paired_changes(

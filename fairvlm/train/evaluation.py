@@ -6,7 +6,8 @@ zero-shot probability from the model's default class prompts
 attribute comes from :func:`fairvlm.metrics.audit_attribute` (AUC, ES-AUC
 ``= AUC / (1 + sum_g |AUC_g - AUC|)``, group AUCs, DEOdds ...). The epoch with the best
 validation value of the selection metric is selected; the test split is scored once, with
-that epoch's weights.
+that epoch's weights, and once with the starting model's, for the change the fine-tune made
+(:func:`change_from_start`: paired bootstrap intervals, measurable or within noise).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fairvlm.data.table import Attribute, PairTable
-from fairvlm.metrics import AttributeReport, audit_attribute
+from fairvlm.metrics import AttributeReport, PairedChanges, audit_attribute, paired_changes
 from fairvlm.models.loading import LoadedModel
 from fairvlm.scoring import zero_shot_probabilities
 
@@ -43,9 +44,29 @@ def zero_shot_report(loaded: LoadedModel, image_embeddings: np.ndarray, split: P
     min_n, n_bootstrap, seed
         As in :func:`fairvlm.metrics.audit_attribute` (the fixed 0.5 threshold is used).
     """
-    probabilities = zero_shot_probabilities(loaded, image_embeddings, prompts)
+    return attribute_report(split, attribute,
+                            zero_shot_probabilities(loaded, image_embeddings, prompts),
+                            min_n=min_n, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def attribute_report(split: PairTable, attribute: Attribute, probabilities: np.ndarray, *,
+                     min_n: int, n_bootstrap: int = 0, seed: int = 0) -> AttributeReport:
+    """The attribute's metric report of ``probabilities`` (row-aligned with ``split``) at the
+    fixed 0.5 threshold (:func:`fairvlm.metrics.audit_attribute`)."""
     return audit_attribute(
         split.labels, probabilities, split.group_codes(attribute.name),
+        group_names=attribute.groups, attribute=attribute.name,
+        unknown_code=attribute.unknown_code, min_n=min_n, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def change_from_start(split: PairTable, attribute: Attribute, start: np.ndarray,
+                      selected: np.ndarray, *, min_n: int, n_bootstrap: int,
+                      seed: int) -> PairedChanges:
+    """How the fine-tune changed the attribute's metrics on ``split``: the selected model's
+    zero-shot probabilities ``selected`` against the starting model's ``start``, with paired
+    bootstrap intervals on the resamples of :func:`attribute_report` (same ``seed``)."""
+    return paired_changes(
+        split.labels, start, selected, split.group_codes(attribute.name),
         group_names=attribute.groups, attribute=attribute.name,
         unknown_code=attribute.unknown_code, min_n=min_n, n_bootstrap=n_bootstrap, seed=seed)
 

@@ -15,7 +15,8 @@ per group on a separately drawn (seeded) batch of that group, ``1 + |G|`` passes
 ``memory.begin_epoch`` judges the pairs at every epoch start. After every epoch the model is
 scored zero-shot on the validation split (:mod:`fairvlm.train.evaluation`), the epoch with the
 best validation value of the selection metric is kept, and at the end the test split is
-scored once with that epoch's weights.
+scored once with that epoch's weights and once with the starting model's, for the change the
+fine-tune made (paired bootstrap intervals: measurable or within noise).
 
 The run folder (:class:`fairvlm.runs.RunDir`, written by rank 0 only) receives
 ``config.json``, ``status.json`` (state, epoch, step, total, eta), ``metrics.jsonl`` (one
@@ -56,11 +57,16 @@ from fairvlm.mining import LossMemory
 from fairvlm.models import load_model, read_checkpoint, resolve_device
 from fairvlm.models.loading import LoadedModel
 from fairvlm.runs import RunDir, write_json_atomic
-from fairvlm.scoring import check_prompts
+from fairvlm.scoring import check_prompts, zero_shot_probabilities
 from fairvlm.train import distributed, state
 from fairvlm.train.config import TrainConfig
 from fairvlm.train.encoders import HeadEncoder, PairEncoder, TowerEncoder
-from fairvlm.train.evaluation import Selection, report_summary, zero_shot_report
+from fairvlm.train.evaluation import (
+    Selection,
+    attribute_report,
+    change_from_start,
+    report_summary,
+)
 from fairvlm.train.losses import (
     LossTerms,
     fair_clip_objective,
@@ -93,8 +99,11 @@ class TrainResult:
 
     ``state`` is ``"done"`` or ``"cancelled"``; ``step`` of ``total`` steps were done. For a
     finished run, ``selection`` is the model-selection record, ``val`` and ``test`` the
-    summaries (:func:`fairvlm.train.evaluation.report_summary`) at the selected epoch, and
-    ``flagged`` DBPM's noisy and faulty counts from the whole loss history.
+    summaries (:func:`fairvlm.train.evaluation.report_summary`) at the selected epoch,
+    ``start_test`` the starting model's test summary, ``change`` the paired changes on test
+    from the starting model to the selected one
+    (:meth:`fairvlm.metrics.PairedChanges.to_dict`), and ``flagged`` DBPM's noisy and faulty
+    counts from the whole loss history.
     """
 
     run_dir: Path
@@ -105,6 +114,8 @@ class TrainResult:
     val: dict[str, Any] | None = None
     test: dict[str, Any] | None = None
     flagged: dict[str, int] | None = None
+    start_test: dict[str, Any] | None = None
+    change: dict[str, Any] | None = None
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
@@ -405,11 +416,19 @@ class _Trainer:
         distributed.barrier(self.job)
         if self.run is None:
             return TrainResult(self.run_dir.path, "done", self.step, self.total)
-        selected = self.run.path / self.selection.checkpoint
-        weights, _ = read_checkpoint(selected)
+        start = self._starting_probabilities("test") if "test" in self.data.splits else None
+        weights, _ = read_checkpoint(self.run.path / self.selection.checkpoint)
         self.model.load_state_dict(weights, strict=True)
-        reports = {split: self._evaluate(split, n_bootstrap=self.config.n_bootstrap)
-                   for split in self.data.splits}
+        probabilities = {split: self._probabilities(split) for split in self.data.splits}
+        reports = {split: self._report(split, values, n_bootstrap=self.config.n_bootstrap)
+                   for split, values in probabilities.items()}
+        start_test = change = None
+        if start is not None:
+            start_test = report_summary(self._report("test", start, n_bootstrap=0))
+            change = change_from_start(
+                self.data.splits["test"], self.data.attribute, start, probabilities["test"],
+                min_n=self.config.eval_min_n, n_bootstrap=self.config.n_bootstrap,
+                seed=self.config.seed).to_dict()
         verdict = self.memory.assess(self.memory.epochs_recorded)
         flagged = {"noisy": int(verdict.noisy.sum()), "faulty": int(verdict.faulty.sum())}
         write_json_atomic(self.run.eval_path, {
@@ -419,6 +438,8 @@ class _Trainer:
             "prompts": {str(label): texts for label, texts in self.prompts.items()},
             "val": reports["val"].to_dict(),
             "test": reports["test"].to_dict() if "test" in reports else None,
+            "start_test": start_test,
+            "change_from_start": change,
             "flagged": flagged,
             "excluded": self.data.excluded,
         })
@@ -431,7 +452,8 @@ class _Trainer:
                   f"{_fmt(summaries.get('test', {}).get('es_auc'))}")
         return TrainResult(self.run.path, "done", self.step, self.total,
                            selection=self.selection.to_dict(), val=summaries["val"],
-                           test=summaries.get("test"), flagged=flagged)
+                           test=summaries.get("test"), flagged=flagged,
+                           start_test=start_test, change=change)
 
     def _cancel(self, epoch: int, epoch_step: int) -> TrainResult:
         """Checkpoint a partly done epoch, mark the run cancelled."""
@@ -464,13 +486,28 @@ class _Trainer:
                   f"{_fmt(summary['es_auc'])} ({self.data.attribute.name})")
 
     def _evaluate(self, split: str, *, n_bootstrap: int) -> AttributeReport:
-        subset = self.data.splits[split]
-        embeddings = self.encoder.split_image_embeddings(subset)
+        return self._report(split, self._probabilities(split), n_bootstrap=n_bootstrap)
+
+    def _probabilities(self, split: str) -> np.ndarray:
+        """Zero-shot ``p(glaucoma)`` of ``split``'s pairs with the model's current weights."""
+        embeddings = self.encoder.split_image_embeddings(self.data.splits[split])
         kill_point("eval")
-        return zero_shot_report(self.loaded, embeddings, subset, self.data.attribute,
-                                self.prompts,
+        return zero_shot_probabilities(self.loaded, embeddings, self.prompts)
+
+    def _report(self, split: str, probabilities: np.ndarray, *,
+                n_bootstrap: int) -> AttributeReport:
+        return attribute_report(self.data.splits[split], self.data.attribute, probabilities,
                                 min_n=self.config.eval_min_n, n_bootstrap=n_bootstrap,
                                 seed=self.config.seed)
+
+    def _starting_probabilities(self, split: str) -> np.ndarray:
+        """:meth:`_probabilities` with the starting model's weights, reloaded from the run's
+        model spec (so that a resumed run gets them too); the caller loads other weights
+        afterwards."""
+        start = load_model(self.config.model, device=self.device, arch=self.config.arch)
+        self.model.load_state_dict(start.model.state_dict(), strict=True)
+        del start
+        return self._probabilities(split)
 
     def _checkpoint(self, epoch: int, epoch_step: int, *, epoch_end: bool) -> None:
         if self.run is None:

@@ -3,6 +3,8 @@
 - :func:`run_table`: one row per run (state, settings, progress, test AUC / ES-AUC);
 - :func:`progress_line`: ``epoch 2 / 10 · step 40 / 200 · about 3 min left``;
 - :func:`selection_line`: which epoch model selection kept, and why, in words;
+- :func:`change_from_start`: a test metric's change from the starting model, with its paired
+  interval and whether it is measurable (``eval.json``'s ``change_from_start``);
 - :func:`small_group_warning`: the validation groups a new run's ES-AUC leaves out;
 - :func:`loss_curves`: per step, the objective ``L = mean_i(w_i l_i) + lambda sum_g R_g`` and
   its two terms, ``mean_i(w_i l_i)`` (the DBPM-weighted CLIP loss) and ``lambda sum_g R_g``;
@@ -22,6 +24,7 @@ import pandas as pd
 
 from fairvlm.errors import FairVLMError
 from fairvlm.jobs import job_state, read_evaluation
+from fairvlm.metrics import Change
 from fairvlm.runs import RunDir, RunStatus, RunSummary
 
 SELECTION_LABELS: dict[str, str] = {"es_auc": "ES-AUC", "auc": "AUC"}
@@ -81,6 +84,22 @@ def selection_line(selection: Mapping[str, Any]) -> str:
     line = f"Done: epoch {selection.get('epoch', 0) + 1} selected by validation {metric}."
     note = metric_words(str(selection.get("note") or "")).strip()
     return f"{line} {note[:1].upper()}{note[1:]}." if note else line
+
+
+def change_from_start(evaluation: Mapping[str, Any], key: str) -> tuple[str, str] | None:
+    """``(text, colour)`` for a test tile's delta: ``+0.006 [+0.002, +0.012] from the start``
+    coloured ``normal`` (green up, red down) when the paired interval excludes 0, ``off``
+    (grey, ``... within noise``) when it holds 0; None without a defined change (an older
+    run, no test split, an undefined metric). ``key``: ``auc`` or ``es_auc``."""
+    summary = (evaluation.get("change_from_start") or {}).get("summary") or {}
+    if key not in summary:
+        return None
+    change = Change.from_dict(summary[key])
+    if change.delta is None:
+        return None
+    if change.sign:
+        return f"{change.text()} from the start", "normal"
+    return f"{change.text()} from the start, {change.verdict}", "off"
 
 
 def small_group_warning(counts: pd.DataFrame, attribute: str, min_n: int,

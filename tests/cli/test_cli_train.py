@@ -69,6 +69,12 @@ def test_train_writes_a_complete_run_folder_and_a_summary(trained):
     assert float(val.split()[2]) == pytest.approx(evaluation["val"]["es_auc"]["value"],
                                                   abs=5e-4)
     assert any(line.startswith("test ") for line in lines)
+    es_auc = next(line for line in lines if line.startswith("  ES-AUC "))
+    change = evaluation["change_from_start"]["summary"]["es_auc"]
+    assert es_auc.split()[1:4] == [f"{evaluation['start_test']['es_auc']:.3f}", "->",
+                                   f"{evaluation['test']['es_auc']['value']:.3f}"]
+    assert es_auc.split()[4] == f"{change['delta']:+.3f}"
+    assert es_auc.endswith({0: "within noise", 1: "higher", -1: "lower"}[change["sign"]])
     flagged = evaluation["flagged"]
     assert f"{flagged['faulty']} faulty, {flagged['noisy']} noisy" in lines[-1]
 

@@ -151,6 +151,33 @@ def test_selection_on_validation_and_test_scored_at_the_selected_epoch(finished)
     assert evaluation["test"]["n"] == len(table)
 
 
+def test_change_from_the_starting_model_on_test(finished):
+    """eval.json's change from the starting model: the starting weights' test AUC (sklearn on
+    a fresh load of the run's model spec) and the paired interval around the change."""
+    config, run = finished
+    evaluation = json.loads(run.eval_path.read_text())
+    table = load_dataset(config.data).subset("test")
+
+    def test_auc(spec: str) -> float:
+        loaded = load_model(spec, device="cpu")
+        image = compute_embeddings(loaded, table, cache=False).image
+        return roc_auc_score(table.labels,
+                             zero_shot_probabilities(loaded, image, loaded.default_prompts))
+
+    start, selected = test_auc(config.model), test_auc(str(run.path / evaluation["checkpoint"]))
+    assert evaluation["start_test"]["auc"] == pytest.approx(start, abs=1e-9)
+    change = evaluation["change_from_start"]
+    assert (change["n_bootstrap"], change["seed"]) == (config.n_bootstrap, config.seed)
+    auc = change["summary"]["auc"]
+    assert auc["delta"] == pytest.approx(selected - start, abs=1e-9)
+    assert auc["ci_low"] <= auc["delta"] <= auc["ci_high"]
+    es_auc = change["summary"]["es_auc"]
+    assert es_auc["delta"] == pytest.approx(
+        evaluation["test"]["es_auc"]["value"] - evaluation["start_test"]["es_auc"], abs=1e-9)
+    assert es_auc["sign"] == (0 if es_auc["ci_low"] <= 0 <= es_auc["ci_high"]
+                              else (1 if es_auc["ci_low"] > 0 else -1))
+
+
 @pytest.fixture(scope="module")
 def reference_statistic_run(small_demo_dir, reference_config, tmp_path_factory):
     """One epoch with the public code's statistic and a few pairs excluded; counts the
