@@ -196,15 +196,16 @@ def _split_folders(root: Path) -> dict[str, Path]:
     return folders
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Record:
-    """One readable npz: where it is, its image reference and its small fields, unconverted."""
+    """One readable npz: where it is, its image reference and its small fields, unconverted
+    (one-value fields as Python scalars, others as arrays)."""
 
     id: str
     split: str
     path: Path
     image: str
-    fields: dict[str, np.ndarray]
+    fields: dict[str, object]
 
 
 def _read_records(files: list[tuple[str, Path]], image_key: str, *,
@@ -239,13 +240,18 @@ def _check_unique_ids(records: list[_Record], root: Path) -> None:
 
 
 def _read_npz(path: Path, split: str, image_key: str) -> _Record:
-    """The small fields of one npz and its image reference (the image is not read)."""
+    """The small fields of one npz and its image reference (the image is not read).
+
+    One-value fields are kept as Python scalars: an array read from an archive is a view of
+    the archive member's bytes, about 400 bytes a field that would otherwise stay alive with
+    every record until the table is assembled."""
     names, fields = read_npz(path, (*_FIELDS, NOTE_FIELD))
     if image_key not in names:
         have = ", ".join(sorted(names)[:12]) or "no arrays"
         raise DataError(f"{path}: no array {image_key!r} (has: {have}); expected the fundus "
                         f"image under key {image_key!r}")
-    return _Record(path.stem, split, path, f"{path}{REF_SEPARATOR}{image_key}", fields)
+    return _Record(path.stem, split, path, f"{path}{REF_SEPARATOR}{image_key}",
+                   {name: _unwrapped(value) for name, value in fields.items()})
 
 
 def _read_summary(root: Path) -> dict[str, dict[str, object]]:
@@ -305,10 +311,16 @@ def _scalar(value: object, field: str, path: Path) -> object:
         if value.size != 1:
             raise DataError(f"{path}: field {field} has shape {value.shape}; expected a "
                             "single value")
-        value = value.reshape(()).item()
+        value = _unwrapped(value)
     if isinstance(value, bytes):
         value = decode_utf8(value, f"{path}: field {field}")
     return value
+
+
+def _unwrapped(value: np.ndarray) -> object:
+    """A one-element array's value as a Python scalar (``bytes`` stay undecoded); any other
+    array as it is."""
+    return value.reshape(()).item() if value.size == 1 else value
 
 
 def _label(value: object, path: Path) -> int:

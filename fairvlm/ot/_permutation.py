@@ -7,17 +7,22 @@ between group and value. For ``B`` shuffles with statistics :math:`T_b` and the 
 .. math:: p = \frac{1 + \#\{b : T_b \ge T\}}{1 + B},
 
 which is exactly valid (never below the chance of a false alarm) for any ``B``. The ``B``
-shuffled groups are solved as one batch (in chunks that bound memory); the population's own
+shuffled groups are solved in batches (chunks that bound memory); the population's own
 term :math:`\mathrm{OT}_\varepsilon(D, D)` is solved once. One Sinkhorn solve costs
 ``O(n_g^2 N)`` (``n_g`` group size, ``N`` population), so for thousands of values the
 ``wasserstein`` statistic is the practical choice: the population is sorted once and the group
 labels are shuffled over the sorted values, so every shuffled group is already sorted and its
 ``W2^2`` follows from the quantile coupling in ``O(N)`` per shuffle, with no sort.
+
+The ``B x N`` shuffles are never held at once: they are drawn a block of rows at a time.
+``Generator.permuted(..., axis=1)`` shuffles row after row from one stream, so the blocks
+drawn from a seed are the rows of the one-shot ``B x N`` draw from it, and the statistics and
+p-values are those of the whole matrix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +37,10 @@ from fairvlm.ot._sinkhorn import Clouds, SolverSettings, debiased_sinkhorn, self
 
 STATISTICS: tuple[str, ...] = ("sinkhorn", "wasserstein")
 _CHUNK_ENTRIES = 2**22  # cost-matrix entries per batched Sinkhorn solve
+_SHUFFLE_ENTRIES = 2**21  # shuffled labels per block of W2 shuffles (8 MB of int32)
+_ROW_UNROLL = 8  # W2 blocks are whole multiples of this many rows, so that BLAS's row-unrolled
+# matrix-vector kernels group the rows as in one B x N matrix (bit-identical nulls with one
+# BLAS thread; with more, the split between threads may move the last bits)
 _TIE_RTOL = 1e-9  # shuffled statistics this close to the observed one count as >= it,
 _TIE_SOLVER_ERRORS = 10  # and so do those within this many solver tolerances (tol * eps)
 
@@ -105,10 +114,9 @@ def _test(sample: torch.Tensor, members: list[np.ndarray], statistic: str, n_per
     """Observed statistics and p-values of disjoint member sets under shared label shuffles."""
     distance, tie = _distance(statistic, sample, blur)
     n_permutations = check_count(n_permutations, "n_permutations")
-    rng = np.random.default_rng(seed)
-    nulls = (_wasserstein_nulls(sample, members, n_permutations, rng)
+    nulls = (_wasserstein_nulls(sample, members, n_permutations, seed)
              if statistic == "wasserstein"
-             else _shuffled_nulls(distance, sample.numel(), members, n_permutations, rng))
+             else _shuffled_nulls(distance, sample.numel(), members, n_permutations, seed))
     observed, p_values = np.empty(len(members)), np.empty(len(members))
     for k, (positions, null) in enumerate(zip(members, nulls, strict=True)):
         observed[k] = float(distance(positions[None]))
@@ -117,33 +125,67 @@ def _test(sample: torch.Tensor, members: list[np.ndarray], statistic: str, n_per
     return observed, p_values
 
 
+def _shuffle_blocks(row: np.ndarray, n_rows: int, block_rows: int,
+                    rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """The rows of ``rng.permuted(np.tile(row, (n_rows, 1)), axis=1)`` (independent shuffles of
+    ``row``), ``block_rows`` at a time."""
+    for start in range(0, n_rows, block_rows):
+        yield rng.permuted(np.tile(row, (min(block_rows, n_rows - start), 1)), axis=1)
+
+
 def _shuffled_nulls(distance: Callable[[np.ndarray], torch.Tensor], n_values: int,
-                    members: list[np.ndarray], n_permutations: int,
-                    rng: np.random.Generator) -> list[np.ndarray]:
+                    members: list[np.ndarray], n_permutations: int, seed: int) -> list[np.ndarray]:
     """Each member set's statistic on ``n_permutations`` shuffles of all positions: shuffle
-    ``b`` gives set ``k`` the positions ``shuffle_b[o_k : o_k + n_k]``, so sets stay disjoint."""
-    shuffles = rng.permuted(np.tile(np.arange(n_values), (n_permutations, 1)), axis=1)
+    ``b`` gives set ``k`` the positions ``shuffle_b[o_k : o_k + n_k]``, so sets stay disjoint.
+
+    Set ``k`` is solved ``max(1, _CHUNK_ENTRIES // (n_k N))`` shuffles at a time; each set
+    draws the shuffles again from ``seed``, one solve's worth at a time (drawing costs ``O(N)``
+    per shuffle, nothing next to a solve), so no more than a solve's shuffles are held."""
     offsets = np.cumsum([0, *(len(m) for m in members)])
-    return [distance(shuffles[:, offsets[k]:offsets[k + 1]]).cpu().numpy()
-            for k in range(len(members))]
+    nulls = []
+    for k in range(len(members)):
+        rows = max(1, _CHUNK_ENTRIES // ((offsets[k + 1] - offsets[k]) * n_values))
+        blocks = _shuffle_blocks(np.arange(n_values), n_permutations, rows,
+                                 np.random.default_rng(seed))
+        nulls.append(np.concatenate([distance(block[:, offsets[k]:offsets[k + 1]]).cpu().numpy()
+                                     for block in blocks]))
+    return nulls
 
 
 def _wasserstein_nulls(sample: torch.Tensor, members: list[np.ndarray], n_permutations: int,
-                       rng: np.random.Generator) -> list[np.ndarray]:
+                       seed: int) -> list[np.ndarray]:
     """Each member set's ``W2^2 / 2`` to ``sample`` on ``n_permutations`` shuffles of the set
-    labels over the sorted population (label ``k`` = set ``k``, ``-1`` = in no set)."""
+    labels over the sorted population (label ``k`` = set ``k``, ``-1`` = in no set), drawn in
+    blocks of about ``_SHUFFLE_ENTRIES`` labels."""
     values = sample.cpu().numpy().astype(np.float64)
     order = np.argsort(values, kind="stable")
     sorted_values = values[order]
     labels = np.full(sample.numel(), -1, dtype=np.int32)
     for k, positions in enumerate(members):
         labels[positions] = k
-    shuffled = rng.permuted(np.tile(labels[order], (n_permutations, 1)), axis=1)
-    return [0.5 * _sorted_group_squared_w2(sorted_values, shuffled, k) for k in range(len(members))]
+    integrals = [_quantile_integrals(sorted_values, len(positions)) for positions in members]
+    block_rows = max(1, _SHUFFLE_ENTRIES // (_ROW_UNROLL * values.size)) * _ROW_UNROLL
+    nulls = [np.empty(n_permutations) for _ in members]
+    blocks = _shuffle_blocks(labels[order], n_permutations, block_rows,
+                             np.random.default_rng(seed))
+    for start, block in zip(range(0, n_permutations, block_rows), blocks, strict=True):
+        for k, null in enumerate(nulls):
+            null[start:start + block.shape[0]] = 0.5 * _sorted_group_squared_w2(
+                sorted_values, block, k, integrals[k])
+    return nulls
 
 
-def _sorted_group_squared_w2(sorted_values: np.ndarray, labels: np.ndarray,
-                             group: int) -> np.ndarray:
+def _quantile_integrals(sorted_values: np.ndarray, size: int) -> np.ndarray:
+    r"""``q_i = sum_{k: i_k = i} w_k y_(j_k)`` for ``i < size``: the integral of the quantile
+    function of the ascending ``sorted_values`` over ``[i / size, (i + 1) / size]``, from the
+    quantile coupling (:func:`monotone_coupling`) of ``size`` points with the population."""
+    source_index, reference_index, masses = monotone_coupling(size, sorted_values.size)
+    return np.bincount(source_index, weights=masses * sorted_values[reference_index],
+                       minlength=size)
+
+
+def _sorted_group_squared_w2(sorted_values: np.ndarray, labels: np.ndarray, group: int,
+                             quantile_integrals: np.ndarray) -> np.ndarray:
     r"""``W2^2(D_b, D)`` for every row ``b`` of ``labels`` (``B, N``), where ``D`` is the
     ascending ``sorted_values`` and ``D_b`` its values labelled ``group`` in row ``b``.
 
@@ -156,16 +198,12 @@ def _sorted_group_squared_w2(sorted_values: np.ndarray, labels: np.ndarray,
         W_2^2 = \frac{1}{n}\sum_i x_{(i)}^2 + \frac{1}{N}\sum_j y_{(j)}^2
                 - 2 \sum_i x_{(i)} q_i, \qquad q_i = \sum_{k: i_k = i} w_k\, y_{(j_k)},
 
-    where ``q`` (the population's quantile function integrated over ``[(i-1)/n, i/n]``) is the
+    where ``q`` (``quantile_integrals``, :func:`_quantile_integrals` with ``size = n``) is the
     same for every shuffle: one gather and one matrix-vector product per group. Every row must
     hold the same number of labels ``group``.
     """
     columns = np.nonzero(labels == group)[1].reshape(labels.shape[0], -1)
     rows = sorted_values[columns]
-    source_index, reference_index, masses = monotone_coupling(rows.shape[1],
-                                                              sorted_values.size)
-    quantile_integrals = np.bincount(source_index, weights=masses * sorted_values[reference_index],
-                                     minlength=rows.shape[1])
     squared = np.einsum("bi,bi->b", rows, rows) / rows.shape[1]
     return (squared + np.mean(sorted_values**2) - 2.0 * rows @ quantile_integrals).clip(min=0.0)
 
@@ -173,8 +211,8 @@ def _sorted_group_squared_w2(sorted_values: np.ndarray, labels: np.ndarray,
 def _distance(statistic: str, sample: torch.Tensor,
               blur: float) -> tuple[Callable[[np.ndarray], torch.Tensor], float]:
     """``distance(index)``: the statistic of each row's sample ``sample[index[k]]`` against the
-    whole ``sample``, shape ``(K,)``; and the absolute difference below which two statistics
-    are equal up to the solver's accuracy."""
+    whole ``sample``, shape ``(K,)``, solved as one batch (callers bound ``K``); and the
+    absolute difference below which two statistics are equal up to the solver's accuracy."""
     if statistic == "wasserstein":
         def half_w2(index: np.ndarray) -> torch.Tensor:
             return 0.5 * squared_w2_rows(sample[torch.as_tensor(index, device=sample.device)],
@@ -190,10 +228,7 @@ def _distance(statistic: str, sample: torch.Tensor,
     population_self = self_transport(population, settings)
 
     def sinkhorn(index: np.ndarray) -> torch.Tensor:
-        rows = max(1, _CHUNK_ENTRIES // (index.shape[1] * values.size))
-        return torch.as_tensor(np.concatenate([
-            debiased_sinkhorn(Clouds.from_matrix(values[index[start:start + rows]]), population,
-                              settings, targets_self=population_self).value
-            for start in range(0, index.shape[0], rows)]))
+        return torch.as_tensor(debiased_sinkhorn(Clouds.from_matrix(values[index]), population,
+                                                 settings, targets_self=population_self).value)
 
     return sinkhorn, _TIE_SOLVER_ERRORS * settings.tol * settings.blur**2

@@ -179,6 +179,28 @@ def test_bad_codes_and_labels_refused(tmp_path, field, value, message):
         load_fairvlmed(tmp_path)
 
 
+def test_one_value_fields_are_kept_as_python_scalars(tmp_path):
+    """No record keeps an array, which would be a view of its archive member's bytes."""
+    make_tree(tmp_path)
+    path = tmp_path / "Training" / "data_00004.npz"
+    write_npz(path, 4, gender=np.bytes_(b"Male"))
+    fields = fairvlmed._read_npz(path, "train", "slo_fundus").fields
+    assert {name: type(value) for name, value in fields.items()} == {
+        "glaucoma": int, "race": int, "gender": bytes, "ethnicity": int, "language": int,
+        "maritalstatus": int, "age": float, "md": float, "note": str}
+    assert (fields["race"], fields["md"], fields["gender"]) == (1, -2.0, b"Male")
+    assert load_fairvlmed(tmp_path).frame.loc[4, "gender"] == 1
+
+
+def test_field_of_several_values_refused_not_skipped(tmp_path):
+    make_tree(tmp_path)
+    path = tmp_path / "Validation" / "data_00007.npz"
+    write_npz(path, 7, race=np.array([0, 2]))
+    with pytest.raises(DataError) as error:
+        load_fairvlmed(tmp_path)
+    assert str(error.value) == f"{path}: field race has shape (2,); expected a single value"
+
+
 def test_missing_split_folder_refused(tmp_path):
     make_tree(tmp_path)
     for path in (tmp_path / "Validation").iterdir():

@@ -10,7 +10,8 @@ from scipy import stats
 
 from fairvlm import ot
 from fairvlm.errors import ConfigError, DataError
-from fairvlm.ot._permutation import _sorted_group_squared_w2
+from fairvlm.ot import _permutation
+from fairvlm.ot._permutation import _quantile_integrals, _sorted_group_squared_w2
 
 
 def _null_p_values(statistic: str, n_datasets: int, n_permutations: int) -> np.ndarray:
@@ -60,11 +61,62 @@ def test_sorted_shuffle_null_matches_a_per_shuffle_reference():
     sorted_values = np.sort(values)
     labels = np.repeat([0, 1, -1], [11, 30, 4])
     shuffled = rng.permuted(np.tile(labels, (25, 1)), axis=1)
-    for group in (0, 1):
-        fast = _sorted_group_squared_w2(sorted_values, shuffled, group)
+    for group, size in ((0, 11), (1, 30)):
+        fast = _sorted_group_squared_w2(sorted_values, shuffled, group,
+                                        _quantile_integrals(sorted_values, size))
         naive = [pot.wasserstein_1d(rng.permutation(sorted_values[row == group]), values, p=2)
                  for row in shuffled]
         np.testing.assert_allclose(fast, naive, rtol=1e-10, atol=1e-14)
+
+
+def _shifted_groups(n_values: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Values, group codes (``-1`` = none) and member positions of three groups."""
+    rng = np.random.default_rng(8)
+    groups = rng.choice([0, 1, 2, -1], p=[0.2, 0.3, 0.4, 0.1], size=n_values)
+    values = rng.gamma(2.0, 0.5, size=n_values) + 0.3 * (groups == 0)
+    return values, groups, [np.flatnonzero(groups == g) for g in range(3)]
+
+
+def test_wasserstein_shuffles_drawn_in_blocks_are_the_one_shot_shuffles(monkeypatch):
+    values, groups, members = _shifted_groups(50)
+    whole = ot.group_permutation_null(values, groups, 3, statistic="wasserstein",
+                                      n_permutations=45, seed=3)
+    monkeypatch.setattr(_permutation, "_SHUFFLE_ENTRIES", 8 * 50)  # 8 rows: 6 blocks
+    blocked = _permutation._wasserstein_nulls(torch.tensor(values), members, 45, 3)
+    order = np.argsort(values, kind="stable")
+    labels = np.select([groups == g for g in range(3)], range(3), -1)[order]
+    one_shot = np.random.default_rng(3).permuted(np.tile(labels, (45, 1)), axis=1)
+    for k in range(3):
+        reference = [pot.wasserstein_1d(values[order][row == k], values, p=2) / 2
+                     for row in one_shot]
+        np.testing.assert_allclose(blocked[k], reference, rtol=1e-10, atol=1e-14)
+    again = ot.group_permutation_null(values, groups, 3, statistic="wasserstein",
+                                      n_permutations=45, seed=3)
+    np.testing.assert_array_equal(again.observed, whole.observed)
+    np.testing.assert_array_equal(again.p_values, whole.p_values)
+    assert len(set(whole.p_values)) == 3
+
+
+def test_sinkhorn_shuffles_drawn_per_solve_are_the_one_shot_shuffles(monkeypatch):
+    values, groups, members = _shifted_groups(40)
+    whole = ot.group_permutation_null(values, groups, 3, n_permutations=19, seed=5, blur=0.3)
+    chunk = 3 * 40 * max(len(m) for m in members)  # 3 or more shuffles per solve, 7 at most
+    monkeypatch.setattr(_permutation, "_CHUNK_ENTRIES", chunk)
+    sample = torch.tensor(values)
+    distance, _ = _permutation._distance("sinkhorn", sample, 0.3)
+    blocked = _permutation._shuffled_nulls(distance, 40, members, 19, 5)
+    one_shot = np.random.default_rng(5).permuted(np.tile(np.arange(40), (19, 1)), axis=1)
+    offsets = np.cumsum([0, *(len(m) for m in members)])
+    for k in range(3):
+        rows = chunk // (len(members[k]) * 40)
+        assert 3 <= rows < 19
+        index = one_shot[:, offsets[k]:offsets[k + 1]]
+        reference = np.concatenate([distance(index[start:start + rows]).numpy()
+                                    for start in range(0, 19, rows)])
+        np.testing.assert_array_equal(blocked[k], reference)
+    again = ot.group_permutation_null(values, groups, 3, n_permutations=19, seed=5, blur=0.3)
+    np.testing.assert_array_equal(again.observed, whole.observed)
+    np.testing.assert_array_equal(again.p_values, whole.p_values)
 
 
 def test_wasserstein_p_value_counts_shuffles_at_least_as_far_as_observed():
