@@ -26,6 +26,8 @@ DEFAULT_BOOTSTRAP = 1000
 STATISTICS = {"loss": "per-pair loss", "similarity": "image-text similarity"}
 BETTER = "background-color: #dafbe1; color: #116329"
 WORSE = "background-color: #ffebe9; color: #a40e26"
+ESTIMATE_WIDTH_PX = 170  # "+0.012 [-0.004, +0.027]" in full; a long model label is cut
+METRIC_WIDTH_PX = 170  # "AUC Married or partnered"
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,14 @@ def show(comparison: Comparison) -> None:
     st.caption(f"Split {plain(base.result.config.split)} · baseline **{plain(base.label)}** · "
                f"values with 95% bootstrap intervals · {plain(DELTA_MEANING)}")
     table = comparison.side_by_side()
+    estimates = {column: st.column_config.TextColumn(width=ESTIMATE_WIDTH_PX)
+                 for model in comparison.models
+                 for column in (model.label, compare.delta_column(model.label))}
     data_table.show(_styled(table, comparison.improvement()), height="content",
-                 column_config={"metric": st.column_config.TextColumn(width="medium"),
-                                "n": st.column_config.NumberColumn(format="localized")})
+                    column_config={"metric": st.column_config.TextColumn(width=METRIC_WIDTH_PX,
+                                                                         pinned=True),
+                                   "n": st.column_config.NumberColumn(format="localized"),
+                                   **estimates})
     for line in comparison.undefined_reasons():
         st.caption(f"Undefined: {plain(line)}")
     download(comparison)

@@ -291,14 +291,17 @@ def done(run: RunDir) -> None:
         value = estimate.get("value")
         note = estimate.get("note") or None
         change = run_monitor.change_from_start(evaluation, key) if split == "test" else None
-        delta, colour = change or (None, "normal")
-        tile.metric(label, data_table.MISSING if value is None else f"{value:.3f}",
-                    delta=delta, delta_color=colour,
-                    help=f"undefined: {note}" if value is None else note)
+        if value is None:
+            tile.metric(label, data_table.MISSING, help=f"undefined: {note}")
+        elif change is None:
+            tile.metric(label, f"{value:.3f}", help=note)
+        else:
+            tile.metric(label, f"{value:.3f}", delta=change.delta, delta_color=change.colour,
+                        help=" ".join(filter(None, (note, change.help))))
     if evaluation.get("change_from_start"):
         st.caption("Under the test tiles: the change from the starting model on the same test "
-                   "pairs, with its paired 95% bootstrap interval; grey when the interval "
-                   "holds 0 (within noise).")
+                   "pairs; grey when its paired 95% bootstrap interval holds 0 (within noise). "
+                   "The tile's help gives the interval.")
     flagged = evaluation.get("flagged") or {}
     tiles[4].metric("Faulty pairs", flagged.get("faulty", 0),
                     help="DBPM: weighted mean loss at least mu + β_fp sigma, over the run.")

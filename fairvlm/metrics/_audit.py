@@ -86,7 +86,7 @@ def audit_attribute(
     AttributeReport
         See :class:`AttributeReport` for the formulas.
     """
-    _check_settings(threshold, threshold_method, min_n, n_bootstrap, ci_level)
+    check_settings(threshold, threshold_method, min_n, n_bootstrap, ci_level)
     labels, scores = check_labels_and_scores(y_true, y_score)
     groups, kept = grouped_rows(codes, labels.size, group_names, unknown_code, unknown,
                                 attribute)
@@ -314,7 +314,7 @@ def _number(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _check_settings(threshold: float, threshold_method: str, min_n: int, n_bootstrap: int,
+def check_settings(threshold: float, threshold_method: str, min_n: int, n_bootstrap: int,
                     ci_level: float) -> None:
     if not isinstance(threshold, Real) or not np.isfinite(threshold):
         raise ConfigError(f"threshold={threshold!r}: expected a finite number")

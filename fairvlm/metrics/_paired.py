@@ -31,6 +31,7 @@ import numpy as np
 from fairvlm.metrics._audit import (
     DEFAULT_MIN_N,
     Plan,
+    check_settings,
     gap_components,
     grouped_rows,
     levels,
@@ -148,7 +149,11 @@ def paired_changes(
     DataError
         A score array whose length is not the labels', or the faults ``audit_attribute``
         refuses.
+    ConfigError
+        A setting ``audit_attribute`` refuses (threshold, min_n, n_bootstrap, ci_level).
     """
+    for threshold in (base_threshold, new_threshold):
+        check_settings(threshold, "fixed", min_n, n_bootstrap, ci_level)
     labels, base = check_labels_and_scores(y_true, base_score)
     _, new = check_labels_and_scores(y_true, new_score)
     groups, kept = grouped_rows(codes, labels.size, group_names, unknown_code, unknown,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -86,20 +87,31 @@ def selection_line(selection: Mapping[str, Any]) -> str:
     return f"{line} {note[:1].upper()}{note[1:]}." if note else line
 
 
-def change_from_start(evaluation: Mapping[str, Any], key: str) -> tuple[str, str] | None:
-    """``(text, colour)`` for a test tile's delta: ``+0.006 [+0.002, +0.012] from the start``
-    coloured ``normal`` (green up, red down) when the paired interval excludes 0, ``off``
-    (grey, ``... within noise``) when it holds 0; None without a defined change (an older
-    run, no test split, an undefined metric). ``key``: ``auc`` or ``es_auc``."""
+def change_from_start(evaluation: Mapping[str, Any], key: str) -> TileChange | None:
+    """A test tile's change from the starting model (``key``: ``auc`` or ``es_auc``): delta
+    ``+0.006 vs start`` coloured ``normal`` (green up, red down) when the paired interval
+    excludes 0 and ``off`` (grey) when it holds 0, the interval in words for the tile's help;
+    None without a defined change (an older run, no test split, an undefined metric)."""
     summary = (evaluation.get("change_from_start") or {}).get("summary") or {}
     if key not in summary:
         return None
     change = Change.from_dict(summary[key])
     if change.delta is None:
         return None
-    if change.sign:
-        return f"{change.text()} from the start", "normal"
-    return f"{change.text()} from the start, {change.verdict}", "off"
+    words = "measurable" if change.sign else change.verdict
+    return TileChange(f"{change.delta:+.3f} vs start", "normal" if change.sign else "off",
+                      f"Change from the starting model on the same test pairs: "
+                      f"{change.text()} (paired 95% interval), {words}.")
+
+
+@dataclass(frozen=True)
+class TileChange:
+    """What :func:`change_from_start` gives a ``st.metric`` tile: ``delta``, ``colour``
+    (``delta_color``) and ``help``."""
+
+    delta: str
+    colour: str
+    help: str
 
 
 def small_group_warning(counts: pd.DataFrame, attribute: str, min_n: int,

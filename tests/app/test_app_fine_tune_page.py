@@ -119,7 +119,8 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
         assert tiles[label] == f"{evaluation[split][key]['value']:.3f}"
     (test_auc,) = [metric for metric in app.metric if metric.label == "Test AUC"]
     change = evaluation["change_from_start"]["summary"]["auc"]
-    assert test_auc.delta.startswith(f"{change['delta']:+.3f} [{change['ci_low']:+.3f}, ")
+    assert test_auc.delta == f"{change['delta']:+.3f} vs start"
+    assert f"{change['delta']:+.3f} [{change['ci_low']:+.3f}, " in test_auc.proto.help
     runs_table = app.dataframe[0].value
     assert runs_table["state"].tolist() == ["done"]
     assert runs_table["test AUC"].iloc[0] == pytest.approx(evaluation["test"]["auc"]["value"])
@@ -207,11 +208,14 @@ def test_monitor_tables_from_hand_made_records() -> None:
     assert table["faulty"].tolist()[1:] == [3, 3]
     change = {"delta": 0.0123, "ci_low": -0.004, "ci_high": 0.0271}
     assert run_monitor.change_from_start({"change_from_start": {"summary": {
-        "auc": change}}}, "auc") == ("+0.012 [-0.004, +0.027] from the start, within noise",
-                                     "off")
-    assert run_monitor.change_from_start({"change_from_start": {"summary": {
-        "auc": {**change, "ci_low": 0.001}}}}, "auc") == (
-        "+0.012 [+0.001, +0.027] from the start", "normal")
+        "auc": change}}}, "auc") == run_monitor.TileChange(
+        "+0.012 vs start", "off", "Change from the starting model on the same test pairs: "
+        "+0.012 [-0.004, +0.027] (paired 95% interval), within noise.")
+    measurable = run_monitor.change_from_start({"change_from_start": {"summary": {
+        "auc": {**change, "ci_low": 0.001}}}}, "auc")
+    assert (measurable.colour, measurable.help.endswith("[+0.001, +0.027] (paired 95% "
+                                                        "interval), measurable.")) == (
+        "normal", True)
     assert run_monitor.change_from_start({"change_from_start": {"summary": {
         "es_auc": {"delta": None}}}}, "es_auc") is None
     assert run_monitor.change_from_start({}, "auc") is None  # a run from before the change

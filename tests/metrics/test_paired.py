@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fairvlm.errors import DataError
+from fairvlm.errors import ConfigError, DataError
 from fairvlm.metrics import Change, audit_attribute, paired_changes
 from fairvlm.metrics._bootstrap import draw_resample_indices
 
@@ -99,3 +99,11 @@ def test_scores_of_different_pairs_are_refused() -> None:
     labels, base, new, groups = _data()
     with pytest.raises(DataError, match=r"^y_true has 400 values and y_score 399; "):
         paired_changes(labels, base, new[:-1], groups, group_names=NAMES)
+
+
+def test_bad_settings_are_refused_like_the_audits() -> None:
+    labels, base, new, groups = _data()
+    with pytest.raises(ConfigError, match=r"^ci_level=1\.5: expected a number between 0 and 1$"):
+        paired_changes(labels, base, new, groups, group_names=NAMES, ci_level=1.5)
+    with pytest.raises(ConfigError, match=r"^threshold=nan: expected a finite number$"):
+        paired_changes(labels, base, new, groups, group_names=NAMES, new_threshold=float("nan"))
