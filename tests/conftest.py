@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from model_files import random_demo_checkpoint
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="fairvlm-test-home-"))
 os.environ["FAIRVLM_HOME"] = str(_SESSION_HOME)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's throwaway home (one was left in the temp folder per run)."""
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
