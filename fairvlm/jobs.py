@@ -150,7 +150,8 @@ def log_tail(run: RunDir, lines: int = 40) -> str:
 
 
 def read_evaluation(run: RunDir) -> dict[str, Any] | None:
-    """The run's ``eval.json``: selection, checkpoint, validation and test reports.
+    """The run's ``eval.json``: selection, checkpoint, validation and test reports, the
+    starting model's test summary and the change from it (``change_from_start``).
 
     None until the run is done (or when the file cannot be read).
     """

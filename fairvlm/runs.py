@@ -7,7 +7,8 @@ One folder per run::
     metrics.jsonl            one JSON object per line, per step or epoch (append + fsync)
     memory.npz               DBPM loss memory (:class:`fairvlm.mining.LossMemory`, atomic)
     checkpoints/*.safetensors  e<epoch>-s<step>.safetensors, written atomically
-    eval.json                validation and test metrics, selected epoch (atomic)
+    eval.json                validation and test metrics, selected epoch, test change from
+                             the starting model (atomic)
     log.txt                  human-readable log lines
 
 Only the worker writes; readers (the app, ``fairvlm`` commands) never see a half-written
