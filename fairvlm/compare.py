@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -322,6 +323,37 @@ def render_html(comparison: Comparison) -> str:
     return html_document(title, sections, extra_css=_CSS)
 
 
+def write_comparison(comparison: Comparison, out: str | Path) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``comparison.json`` into the folder ``out`` (created if
+    missing); returns their paths."""
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot create the output folder ({error.strerror}); "
+                          "expected a writable folder") from None
+    html_path, json_path = folder / HTML_FILE, folder / JSON_FILE
+    html_path.write_text(render_html(comparison), encoding="utf-8")
+    json_path.write_text(comparison.to_json() + "\n", encoding="utf-8")
+    return html_path, json_path
+
+
+def numbered_labels(labels: Sequence[str]) -> list[str]:
+    """``labels`` with repeats numbered (``name``, ``name #2`` ...), so every column has its
+    own."""
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return unique
+
+
+def short_label(spec: str) -> str:
+    """A file spec's file name, else the spec itself (``ViT-B-16:openai``)."""
+    return Path(spec).name if Path(spec).suffix else spec
+
+
 def comparison_files(comparison: Comparison) -> bytes:
     """The download: a zip of ``report.html`` and ``comparison.json``."""
     buffer = io.BytesIO()
@@ -359,7 +391,7 @@ def _table_section(comparison: Comparison) -> str:
                 better = improvement.at[position, column]
                 kind = "" if better is None or pd.isna(better) else (
                     " class='better'" if better else " class='worse'")
-                cells.append(f"<td{kind}>{'' if value is None else _e(value)}</td>")
+                cells.append(f"<td{kind}>{'' if pd.isna(value) else _e(value)}</td>")
             else:
                 cells.append(f"<td>{_e(value)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")

@@ -181,22 +181,25 @@ def finished_runs(root: str | os.PathLike[str] | None = None) -> list[FinishedRu
 
     A run whose files cannot be read is left out (the run list says why).
     """
-    found = []
-    for summary in list_runs(root):
-        if summary.state != "done":
-            continue
-        run = RunDir(summary.path)
-        selected = selected_checkpoint(run)
-        if selected is None:
-            continue
-        checkpoint, selection = selected
-        try:
-            attribute = str(run.read_config().get("attribute", ""))
-        except FairVLMError:
-            continue
-        found.append(FinishedRun(summary.name, summary.path, checkpoint,
-                                 int(selection["epoch"]), str(selection["metric"]), attribute))
-    return found
+    found = (finished_run(summary.path) for summary in list_runs(root)
+             if summary.state == "done")
+    return [run for run in found if run is not None]
+
+
+def finished_run(path: str | os.PathLike[str]) -> FinishedRun | None:
+    """The run folder ``path`` as a :class:`FinishedRun`; None unless its ``eval.json`` and
+    selected checkpoint exist and its config can be read."""
+    run = RunDir(path)
+    selected = selected_checkpoint(run)
+    if selected is None:
+        return None
+    checkpoint, selection = selected
+    try:
+        attribute = str(run.read_config().get("attribute", ""))
+    except FairVLMError:
+        return None
+    return FinishedRun(run.path.name, run.path, checkpoint, int(selection["epoch"]),
+                       str(selection["metric"]), attribute)
 
 
 def _new_run_folder(root: Path, config: TrainConfig) -> Path:

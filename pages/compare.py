@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -67,17 +66,12 @@ def main() -> None:
 def model_choices() -> dict[str, Choice]:
     """The model in use and the selected checkpoint of every finished run, by key."""
     in_use = state.model_choice()
-    choices = {CURRENT: Choice(f"in use: {_short(in_use.spec)}", in_use.spec, {"kind": "model"},
-                               in_use.arch)}
+    choices = {CURRENT: Choice(f"in use: {compare.short_label(in_use.spec)}", in_use.spec,
+                               {"kind": "model"}, in_use.arch)}
     for run in jobs.finished_runs():
         choices[str(run.checkpoint)] = Choice(f"run {run.name}", str(run.checkpoint),
                                               compare.run_origin(run))
     return choices
-
-
-def _short(spec: str) -> str:
-    """A file spec's file name, else the spec itself."""
-    return Path(spec).name if Path(spec).suffix else spec
 
 
 def settings(table: PairTable, choices: dict[str, Choice]) -> None:
@@ -112,7 +106,7 @@ def settings(table: PairTable, choices: dict[str, Choice]) -> None:
     if not submitted:
         return
     chosen = [choices[key] for key in picked]
-    chosen += [Choice(_short(spec), spec, {"kind": "model"})
+    chosen += [Choice(compare.short_label(spec), spec, {"kind": "model"})
                for spec in (line.strip() for line in others.splitlines()) if spec]
     try:
         config = AuditConfig(attributes=tuple(attributes), split=split, min_n=int(min_n),
@@ -125,13 +119,8 @@ def settings(table: PairTable, choices: dict[str, Choice]) -> None:
 
 def _unique_labels(chosen: list[Choice]) -> list[Choice]:
     """Number repeated labels (``name``, ``name #2`` ...) so every column has its own."""
-    seen: dict[str, int] = {}
-    unique = []
-    for choice in chosen:
-        seen[choice.label] = seen.get(choice.label, 0) + 1
-        label = choice.label if seen[choice.label] == 1 else f"{choice.label} #{seen[choice.label]}"
-        unique.append(replace(choice, label=label))
-    return unique
+    labels = compare.numbered_labels([choice.label for choice in chosen])
+    return [replace(choice, label=label) for choice, label in zip(chosen, labels, strict=True)]
 
 
 def run_comparison(table: PairTable, chosen: list[Choice], config: AuditConfig) -> Comparison:

@@ -17,7 +17,7 @@ from fairvlm import __version__
 from fairvlm.errors import FairVLMError
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "audit", "demo", "inspect", "mine", "prepare_demo_model", "train",
+    "audit", "compare", "demo", "inspect", "mine", "prepare_demo_model", "train",
 )
 
 

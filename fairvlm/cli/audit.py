@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairvlm import paths
 from fairvlm.config import SCORERS, AuditConfig
@@ -18,7 +18,12 @@ from fairvlm.errors import ConfigError, DataError
 from fairvlm.metrics._groups import UNKNOWN_POLICIES
 from fairvlm.metrics._thresholds import THRESHOLD_METHODS
 
+if TYPE_CHECKING:
+    from fairvlm.data import PairTable
+
 _DEFAULTS = AuditConfig()
+MODEL_SPECS = ("demo, ARCH:TAG (e.g. ViT-B-16:openai), hf-hub:ORG/NAME, or a checkpoint "
+               "file")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,17 +34,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "linear probe), measure AUC, ES-AUC, gaps, DPD and DEOdds per group with bootstrap "
         "intervals, compare each group's loss and similarity distributions with the "
         "population's, and write metrics.json, predictions.csv and report.html.")
-    parser.add_argument("--data", metavar="PATH", help="a Harvard-FairVLMed folder, a "
-                        ".csv/.parquet manifest, or a folder with manifest.csv (default: the "
-                        "built-in demo data)")
+    add_data_option(parser)
     parser.add_argument("--model", metavar="SPEC", default="demo",
-                        help="demo, ARCH:TAG (e.g. ViT-B-16:openai), hf-hub:ORG/NAME, or a "
-                        "checkpoint file (default: %(default)s)")
+                        help=f"{MODEL_SPECS} (default: %(default)s)")
     parser.add_argument("--arch", metavar="NAME",
                         help="open_clip architecture of a checkpoint file, when it cannot be "
                         "inferred")
     parser.add_argument("--out", metavar="DIR", type=Path, required=True,
                         help="folder to write metrics.json, predictions.csv and report.html")
+    add_audit_options(parser)
+    parser.set_defaults(func=run)
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    """``--data PATH`` (default: the built-in demo data), as :func:`load_table` reads it."""
+    parser.add_argument("--data", metavar="PATH", help="a Harvard-FairVLMed folder, a "
+                        ".csv/.parquet manifest, or a folder with manifest.csv (default: the "
+                        "built-in demo data)")
+
+
+def add_audit_options(parser: argparse.ArgumentParser) -> None:
+    """The audit's settings (attributes, split, scorer, threshold, bootstrap ...), device and
+    ``--quiet``, as :func:`audit_config` reads them (``fairvlm audit`` and ``compare``)."""
     parser.add_argument("--attribute", action="append", dest="attributes", metavar="NAME",
                         help="attribute to audit; repeat for several; race&gender for an "
                         "intersection (default: every attribute of the data; a manifest's "
@@ -84,23 +100,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", metavar="DEVICE",
                         help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the data and model, audit, write the files and print the summary."""
     from fairvlm.audit import run_audit
-    from fairvlm.data import load_with_attributes
     from fairvlm.models import load_model
     from fairvlm.report import write_report
 
-    config = _config(args)
-    data_path = Path(args.data) if args.data else paths.demo_data_dir()
-    if args.data is None and not data_path.exists():
-        raise DataError(f"{data_path}: no demo data yet; expected it after `fairvlm demo`, "
-                        "or pass --data PATH")
-    table = load_with_attributes(
-        data_path, [part for spec in config.attribute_parts() for part in spec])
+    config = audit_config(args)
+    table = load_table(args.data, config)
     loaded = load_model(args.model, device=args.device, arch=args.arch)
     result = run_audit(table, loaded, config, progress=not args.quiet)
     files = write_report(result, args.out)
@@ -109,7 +118,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace) -> AuditConfig:
+def load_table(data: str | None, config: AuditConfig) -> PairTable:
+    """The data set at ``data`` (the built-in demo data when None) with the attributes
+    ``config`` audits."""
+    from fairvlm.data import load_with_attributes
+
+    data_path = Path(data) if data else paths.demo_data_dir()
+    if data is None and not data_path.exists():
+        raise DataError(f"{data_path}: no demo data yet; expected it after `fairvlm demo`, "
+                        "or pass --data PATH")
+    return load_with_attributes(
+        data_path, [part for spec in config.attribute_parts() for part in spec])
+
+
+def audit_config(args: argparse.Namespace) -> AuditConfig:
+    """The :class:`AuditConfig` of the options :func:`add_audit_options` added."""
     return AuditConfig(
         attributes=tuple(args.attributes or ()), split=args.split, scorer=args.scorer,
         prompts=_read_prompts(args.prompts) if args.prompts else None,
@@ -147,11 +170,16 @@ def render_summary(result) -> str:
                      _fmt(report.auc.value), _fmt(report.es_auc.value), worst,
                      _fmt(report.auc_gap.value), _fmt(report.dpd.value),
                      _fmt(report.deodds.value)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip() for row in rows]
+    lines += text_table(rows)
     lines += [f"warning: {line}" for line in result.warnings]
     return "\n".join(lines)
+
+
+def text_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """``rows`` (the first is the header) as left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            .rstrip() for row in rows]
 
 
 def _fmt(value: float | None) -> str:
