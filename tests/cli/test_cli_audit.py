@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runner import Outcome, run_fairvlm
 from fairlearn.metrics import demographic_parity_difference
 from sklearn.metrics import roc_auc_score
 
-from fairvlm.cli import main
 from fairvlm.data import load_dataset
 
 QUICK = ["--bootstrap", "100", "--permutations", "10", "--quiet"]
 
 
-@dataclass
-class Outcome:
-    status: int
-    out: str
-    err: str
-
-
-def run_cli(*argv: str) -> Outcome:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(["audit", *map(str, argv)])
-    return Outcome(status, out.getvalue(), err.getvalue())
+def run_cli(*argv: object) -> Outcome:
+    return run_fairvlm("audit", *argv)
 
 
 @pytest.fixture(scope="module")

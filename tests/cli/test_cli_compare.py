@@ -3,16 +3,13 @@ files it writes, the printed table against the JSON, and one-line errors."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_runner import Outcome, run_fairvlm
 from model_files import random_demo_checkpoint
 
-from fairvlm.cli import main
 from fairvlm.compare import HTML_FILE, JSON_FILE
 from fairvlm.train.config import TrainConfig
 from fairvlm.train.loop import train
@@ -21,18 +18,8 @@ QUICK = ["--attribute", "race", "--split", "train", "--min-n", "30", "--bootstra
          "--permutations", "0", "--device", "cpu", "--quiet"]
 
 
-@dataclass
-class Outcome:
-    status: int
-    out: str
-    err: str
-
-
 def run_cli(*argv: object) -> Outcome:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(["compare", *map(str, argv)])
-    return Outcome(status, out.getvalue(), err.getvalue())
+    return run_fairvlm("compare", *argv)
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,15 @@ flagged-pair export, and one-line errors for bad settings that leave an existing
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runner import Outcome
+from cli_runner import run_fairvlm as run_cli
 
-from fairvlm.cli import main
 from fairvlm.data import load_dataset
 from fairvlm.mining import LossMemory, flagged_pairs
 from fairvlm.train.config import read_exclusions
@@ -23,20 +21,6 @@ SETTINGS = ["--attribute", "race", "--scope", "projections", "--epochs", "1", "-
             "--eval-min-n", "1", "--bootstrap", "20", "--device", "cpu", "--quiet"]
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "memory.npz", "eval.json",
              "log.txt")
-
-
-@dataclass
-class Outcome:
-    status: int
-    out: str
-    err: str
-
-
-def run_cli(*argv: object) -> Outcome:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main([str(arg) for arg in argv])
-    return Outcome(status, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")

@@ -15,22 +15,20 @@ one-line message expected. The fixtures here
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import shutil
 import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from app_driver import open_app, run, shown
+from cli_runner import Outcome, run_fairvlm
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from fairvlm.cli import main
 from fairvlm.ui.state import (
     DATA_KEY,
     LOADED_DATA_KEY,
@@ -46,26 +44,10 @@ CANARY = "CANARY"
 # --- running the command line ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """Exit status, stdout and stderr of one in-process ``fairvlm`` command."""
-
-    status: int
-    out: str
-    err: str
-
-
 @pytest.fixture(scope="session")
 def run_cli() -> Callable[..., Outcome]:
     """``run_cli("inspect", "--data", path)``: ``fairvlm.cli.main`` in this process."""
-
-    def run_command(*argv: object) -> Outcome:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = main([str(arg) for arg in argv])
-        return Outcome(status, out.getvalue(), err.getvalue())
-
-    return run_command
+    return run_fairvlm
 
 
 class Messages:
