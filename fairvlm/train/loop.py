@@ -502,9 +502,9 @@ class _Trainer:
 
     def _starting_probabilities(self, split: str) -> np.ndarray:
         """:meth:`_probabilities` with the starting model's weights, reloaded from the run's
-        model spec (so that a resumed run gets them too); the caller loads other weights
-        afterwards."""
-        start = load_model(self.config.model, device=self.device, arch=self.config.arch)
+        model spec (so that a resumed run gets them too) onto the CPU, so that a GPU holds one
+        copy of the model; the caller loads other weights afterwards."""
+        start = load_model(self.config.model, device="cpu", arch=self.config.arch)
         self.model.load_state_dict(start.model.state_dict(), strict=True)
         del start
         return self._probabilities(split)
