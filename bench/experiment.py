@@ -19,7 +19,10 @@ generator's record of which pairs it corrupted. Protocol (every number is an opt
    invocations and an interrupted one is resumed.
 4. Fairness of the selected checkpoint on the evaluation set (:func:`fairness_row`:
    zero-shot with the demo prompts, fixed threshold 0.5): AUC, ES-AUC, group AUCs and DEOdds
-   for race, gender, ethnicity and language, with bootstrap intervals.
+   for race, gender, ethnicity and language, with bootstrap intervals; and for every run but
+   ``plain``, its race AUC, ES-AUC and DEOdds change from the ``plain`` run of the same seed
+   with paired bootstrap intervals on the same pairs (:func:`paired_row`), so each run's
+   change can be judged against the evaluation set's sampling noise.
 5. Detection on the training split against ``demo_truth.csv``, with the run's last checkpoint
    and DBPM memory (:func:`detection_row`): precision and recall of DBPM's faulty and noisy
    flags (verdict after the last epoch), per-group false-flag rates, and precision@k and
@@ -74,10 +77,10 @@ from fairvlm.models import DEMO_PROMPTS, DemoTraining, ensure_demo_model, load_m
 from fairvlm.models.loading import LoadedModel
 from fairvlm.pair_issues import find_pair_issues, score_pairs
 from fairvlm.runs import RunDir
-from fairvlm.scoring import compute_embeddings
+from fairvlm.scoring import compute_embeddings, zero_shot_probabilities
 from fairvlm.train.config import TrainConfig
 from fairvlm.train.encoders import HeadEncoder
-from fairvlm.train.evaluation import zero_shot_report
+from fairvlm.train.evaluation import attribute_report, change_from_start
 from fairvlm.train.loop import train
 from fairvlm.train.scope import ProjectionHeads
 
@@ -86,6 +89,11 @@ HOME_FOLDER, RUNS_FOLDER = "home", "runs"
 DEFAULT_NAME = "experiment"  # stem of the result files
 NOTES_SUFFIX = ".notes.md"  # hand-written findings included at the top of <name>.md
 EVAL_ATTRIBUTES: tuple[str, ...] = ("race", "gender", "ethnicity", "language")
+AUDIT_SEED = 0  # seed of the evaluation set's bootstrap resamples (the audits')
+PAIRED_ATTRIBUTE = "race"  # attribute of the paired differences from the plain run
+PAIRED_COLUMNS: dict[str, str] = {"auc": "auc", f"{PAIRED_ATTRIBUTE}_es_auc": "es_auc",
+                                  f"{PAIRED_ATTRIBUTE}_deodds": "deodds"}
+"""Row column -> :class:`~fairvlm.metrics.PairedChanges` summary key of the paired columns."""
 CLEAN, SWAP, DUPLICATE = "none", "faulty_swap", "noisy_duplicate"  # demo_truth.csv corruption
 CDR_PATTERN = re.compile(
     r"(?:C/D |cup-to-disc ratio |CDR |vertical c:d |cupping ~|c/d ratio of )(\d+(?:\.\d+)?)")
@@ -101,8 +109,10 @@ class Method:
     settings: Mapping[str, Any]
 
 
+BASE = "base"  # the evaluation row of the base model itself (no fine-tune)
+PLAIN = "plain"  # the method every other one is compared with, seed by seed
 METHODS: tuple[Method, ...] = (
-    Method("plain", "plain CLIP fine-tune (lambda 0; DBPM off: flags computed, weights 1)",
+    Method(PLAIN, "plain CLIP fine-tune (lambda 0; DBPM off: flags computed, weights 1)",
            {"lam": 0.0, "dbpm": "off"}),
     Method("reference", "public code: reference statistic, lambda 1e-7, DBPM reweight",
            {"statistic": "reference", "lam": 1e-7, "dbpm": "reweight", "fair_on": "all"}),
@@ -120,7 +130,6 @@ METHODS: tuple[Method, ...] = (
     Method("fairvlm-lam1-clean", "fairvlm at lambda 1, fair_on clean",
            {"lam": 1.0, "dbpm": "reweight", "fair_on": "clean"}),
 )
-BASE = "base"  # the evaluation row of the base model itself (no fine-tune)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 
 RANKINGS: dict[str, str] = {
@@ -235,18 +244,27 @@ def fine_tune(work: Workspace, settings: Settings, method: Method, seed: int) ->
     return run.path
 
 
+def selected_model(run: RunDir) -> LoadedModel:
+    """The checkpoint a finished run selected on validation (``eval.json``)."""
+    evaluation = json.loads(run.eval_path.read_text())
+    return load_model(str(run.path / evaluation["checkpoint"]), device="cpu")
+
+
 def run_row(run: RunDir, images: EvalImages, train_table: PairTable, truth: pd.DataFrame,
-            *, n_bootstrap: int) -> dict[str, Any]:
+            *, n_bootstrap: int, baseline: np.ndarray | None = None) -> dict[str, Any]:
     """One finished run's numbers: the selected epoch, the summed step time and forward passes
-    (``metrics.jsonl``), :func:`fairness_row` of the selected checkpoint and
-    :func:`detection_row` of the last one with the run's DBPM memory."""
+    (``metrics.jsonl``), :func:`fairness_row` of the selected checkpoint, with a
+    ``baseline`` (the plain run's evaluation probabilities, same seed) :func:`paired_row`,
+    and :func:`detection_row` of the last checkpoint with the run's DBPM memory."""
     evaluation = json.loads(run.eval_path.read_text())
     steps = [record for record in run.read_metrics() if record["kind"] == "step"]
     row = {"selected_epoch": evaluation["selection"]["epoch"],
            "step_seconds": round(sum(record["seconds"] for record in steps), 1),
            "forward_passes": float(np.mean([record["forward_passes"] for record in steps]))}
-    selected = load_model(str(run.path / evaluation["checkpoint"]), device="cpu")
-    row.update(fairness_row(selected, images, n_bootstrap=n_bootstrap))
+    probabilities = images.probabilities(selected_model(run))
+    row.update(fairness_row(probabilities, images.table, n_bootstrap=n_bootstrap))
+    if baseline is not None:
+        row.update(paired_row(baseline, probabilities, images.table, n_bootstrap=n_bootstrap))
     last = load_model(str(run.latest_checkpoint()), device="cpu")
     row.update(detection_row(last, train_table, truth, memory=LossMemory.load(run.memory_path)))
     return row
@@ -275,23 +293,29 @@ class EvalImages:
             image = ProjectionHeads(loaded.model).image_embedding(self.features)
         return normalize(image.float(), dim=-1).cpu().numpy()
 
+    def probabilities(self, loaded: LoadedModel) -> np.ndarray:
+        """Zero-shot ``p(glaucoma)`` of every evaluation pair under ``loaded``: the demo
+        prompts, logit-scaled (:func:`~fairvlm.scoring.zero_shot_probabilities`), as
+        :func:`fairvlm.train.evaluation.zero_shot_report` scores validation."""
+        return zero_shot_probabilities(loaded, self.embed(loaded), DEMO_PROMPTS)
 
-def fairness_row(loaded: LoadedModel, images: EvalImages, *, n_bootstrap: int) -> dict[str, Any]:
-    """Zero-shot fairness of a model on the evaluation set, flattened to one row.
 
-    ``p(glaucoma)`` from the demo prompts (logit-scaled), the fixed 0.5 threshold, groups
-    below :data:`~fairvlm.metrics.DEFAULT_MIN_N` hidden: the report of
-    :func:`fairvlm.train.evaluation.zero_shot_report`, which fine-tunes use on validation.
-    Columns ``auc`` (with ``_lo``/``_hi`` bootstrap bounds), then per attribute a:
-    ``a_es_auc``, ``a_deodds`` (with bounds), ``a_worst_group_auc``, ``a_auc_gap`` and
-    ``a_auc_<group>`` per group (undefined values are NaN).
+def fairness_row(probabilities: np.ndarray, table: PairTable, *,
+                 n_bootstrap: int) -> dict[str, Any]:
+    """Zero-shot fairness of a model on the evaluation set ``table``, flattened to one row.
+
+    ``probabilities`` from :meth:`EvalImages.probabilities`, the fixed 0.5 threshold, groups
+    below :data:`~fairvlm.metrics.DEFAULT_MIN_N` hidden, resamples of seed
+    :data:`AUDIT_SEED`: the report of :func:`fairvlm.train.evaluation.attribute_report`,
+    which fine-tunes use on validation. Columns ``auc`` (with ``_lo``/``_hi`` bootstrap
+    bounds), then per attribute a: ``a_es_auc``, ``a_deodds`` (with bounds),
+    ``a_worst_group_auc``, ``a_auc_gap`` and ``a_auc_<group>`` per group (undefined values
+    are NaN).
     """
-    embeddings = images.embed(loaded)
     row: dict[str, Any] = {}
     for name in EVAL_ATTRIBUTES:
-        report = zero_shot_report(loaded, embeddings, images.table,
-                                  images.table.attribute(name), DEMO_PROMPTS,
-                                  min_n=DEFAULT_MIN_N, n_bootstrap=n_bootstrap)
+        report = attribute_report(table, table.attribute(name), probabilities,
+                                  min_n=DEFAULT_MIN_N, n_bootstrap=n_bootstrap, seed=AUDIT_SEED)
         if "auc" not in row:
             row.update(_estimate_columns("auc", report.auc))
         row.update(_estimate_columns(f"{name}_es_auc", report.es_auc))
@@ -303,12 +327,36 @@ def fairness_row(loaded: LoadedModel, images: EvalImages, *, n_bootstrap: int) -
     return row
 
 
+def paired_row(baseline: np.ndarray, probabilities: np.ndarray, table: PairTable, *,
+               n_bootstrap: int) -> dict[str, Any]:
+    """How a run's evaluation metrics differ from the plain run's of the same seed, on the same
+    pairs, with paired bootstrap intervals (:func:`~fairvlm.metrics.paired_changes` through
+    :func:`fairvlm.train.evaluation.change_from_start`; the settings and resamples of
+    :func:`fairness_row`, attribute :data:`PAIRED_ATTRIBUTE`).
+
+    For every column ``c`` of :data:`PAIRED_COLUMNS` (``delta = c(run) - c(plain)``):
+    ``paired_c_lo`` and ``paired_c_hi``, the bounds of the delta's interval, and
+    ``paired_c_sign``: +1 or -1 when the interval excludes 0 (a measurable change up or
+    down), 0 when it holds 0, NaN when undefined.
+    """
+    changes = change_from_start(table, table.attribute(PAIRED_ATTRIBUTE), baseline,
+                                probabilities, min_n=DEFAULT_MIN_N, n_bootstrap=n_bootstrap,
+                                seed=AUDIT_SEED)
+    row: dict[str, Any] = {}
+    for column, metric in PAIRED_COLUMNS.items():
+        change = changes.summary[metric]
+        row[f"paired_{column}_lo"] = _number(change.ci_low)
+        row[f"paired_{column}_hi"] = _number(change.ci_high)
+        row[f"paired_{column}_sign"] = _number(change.sign)
+    return row
+
+
 def _estimate_columns(name: str, estimate: Estimate) -> dict[str, float]:
     return {name: _number(estimate.value), f"{name}_lo": _number(estimate.ci_low),
             f"{name}_hi": _number(estimate.ci_high)}
 
 
-def _number(value: float | None) -> float:
+def _number(value: float | int | None) -> float:
     return math.nan if value is None else float(value)
 
 
@@ -490,19 +538,25 @@ def run_experiment(work: Workspace, out: Path, settings: Settings, *,
     results = Results.resume(out, name, settings)
     if not results.done(BASE, None):
         row = {"method": BASE, "seed": None, "selected_epoch": None}
-        row.update(fairness_row(base, images, n_bootstrap=settings.n_bootstrap))
+        row.update(fairness_row(images.probabilities(base), images.table,
+                                n_bootstrap=settings.n_bootstrap))
         row.update(detection_row(base, train_table, truth))
         results.add(row)
         log(f"base: AUC {row['auc']:.3f}, race ES-AUC {row['race_es_auc']:.3f}")
     method_named = {m.name: m for m in METHODS}
+    baselines: dict[int, np.ndarray] = {}  # the plain run's evaluation probabilities by seed
     for seed in seeds:
         for name in methods:
             if results.done(name, seed):
                 continue
+            if name != PLAIN and seed not in baselines:
+                plain = RunDir(fine_tune(work, settings, method_named[PLAIN], seed))
+                baselines[seed] = images.probabilities(selected_model(plain))
             started_run = time.perf_counter()
             run = RunDir(fine_tune(work, settings, method_named[name], seed))
-            row = {"method": name, "seed": seed, **run_row(run, images, train_table, truth,
-                                                           n_bootstrap=settings.n_bootstrap)}
+            row = {"method": name, "seed": seed,
+                   **run_row(run, images, train_table, truth, n_bootstrap=settings.n_bootstrap,
+                             baseline=baselines.get(seed) if name != PLAIN else None)}
             row["total_seconds"] = round(time.perf_counter() - started_run, 1)
             results.add(row)
             log(f"{name} seed {seed}: {row['total_seconds']:.0f} s, selected epoch "
@@ -538,8 +592,10 @@ def markdown_report(frame: pd.DataFrame, settings: Settings, *, findings: str = 
         lines += [f"## Zero-shot fairness on the evaluation set: {attribute}", "",
                   _fairness_table(frame, attribute), ""]
     lines += ["## Paired differences from `plain` (same seed; race)", "",
-              _paired_table(frame), "",
-              "## Cost of a fine-tune (2 shared CPU cores; wall times vary with the load)", "",
+              _paired_table(frame), ""]
+    if note := _paired_note(frame):
+        lines += [note, ""]
+    lines += ["## Cost of a fine-tune (2 shared CPU cores; wall times vary with the load)", "",
               _cost_table(frame), "",
               "## DBPM flags on the training split (verdict after the last epoch)", "",
               _flags_table(frame), "",
@@ -608,23 +664,56 @@ def _fairness_table(frame: pd.DataFrame, attribute: str) -> str:
 
 
 def _paired_table(frame: pd.DataFrame) -> str:
+    """Mean ± std over seeds of each method's difference from ``plain`` (same seed), and per
+    metric of :data:`PAIRED_COLUMNS` how many seeds' paired intervals exclude 0, up / down
+    (``—`` for result files written before the paired columns existed)."""
     metrics = {"AUC": "auc", "ES-AUC": "race_es_auc", "worst-group AUC": "race_worst_group_auc",
                "AUC Black": "race_auc_Black", "DEOdds": "race_deodds"}
-    plain = frame[frame["method"] == "plain"].set_index("seed")
+    counted = {label: column for label, column in metrics.items() if column in PAIRED_COLUMNS}
+    plain = frame[frame["method"] == PLAIN].set_index("seed")
     if plain.empty:
         return "(no plain runs yet)"
     rows = [["plain: seed std", str(len(plain)),
              *(f"{plain[c].std(ddof=1):.3f}" if plain[c].count() > 1 else "—"
-               for c in metrics.values())]]
+               for c in metrics.values()), *("—" for _ in counted)]]
     for method in _method_order(frame):
-        if method in (BASE, "plain"):
+        if method in (BASE, PLAIN):
             continue
         part = frame[frame["method"] == method].set_index("seed")
         seeds = part.index.intersection(plain.index)
         rows.append([method, str(len(seeds)),
                      *(_cell(part.loc[seeds, c] - plain.loc[seeds, c], 3) for c in
-                       metrics.values())])
-    return _table(["method", "seeds", *(f"Δ {m}" for m in metrics)], rows)
+                       metrics.values()),
+                     *(_sign_counts(part.loc[seeds].get(f"paired_{c}_sign"))
+                       for c in counted.values())])
+    return _table(["method", "seeds", *(f"Δ {m}" for m in metrics),
+                   *(f"{m}: seeds measurably up/down" for m in counted)], rows)
+
+
+def _sign_counts(signs: pd.Series | None) -> str:
+    """``up/down of n``: seeds whose paired interval lies above / below 0, of those with one."""
+    signs = pd.Series(dtype=float) if signs is None else signs.dropna()
+    if signs.empty:
+        return "—"
+    return f"{int((signs > 0).sum())}/{int((signs < 0).sum())} of {len(signs)}"
+
+
+def _paired_note(frame: pd.DataFrame) -> str:
+    """How wide one run's paired interval is, next to the seed-to-seed spread of ``plain``."""
+    plain = frame.loc[frame["method"] == PLAIN]
+    parts = []
+    for column in PAIRED_COLUMNS:
+        if f"paired_{column}_lo" not in frame or column not in plain or plain[column].count() < 2:
+            continue
+        width = (frame[f"paired_{column}_hi"] - frame[f"paired_{column}_lo"]).dropna()
+        if not width.empty:
+            parts.append(f"{column} {width.median():.3f} (plain's seed std "
+                         f"{plain[column].std(ddof=1):.3f})")
+    if not parts:
+        return ""
+    return ("A seed counts as measurably up (down) when the 95% paired bootstrap interval of "
+            "its difference from `plain` of the same seed, on the same evaluation pairs, lies "
+            "above (below) 0. Median width of those intervals: " + "; ".join(parts) + ".")
 
 
 def _cost_table(frame: pd.DataFrame) -> str:

@@ -59,6 +59,31 @@ def test_note_cdr_reads_what_the_generator_recorded(experiment, small_demo_dir):
     np.testing.assert_array_equal(parsed[~np.isnan(parsed)], recorded[~np.isnan(recorded)])
 
 
+def test_paired_table_counts_measurable_changes_per_seed(experiment):
+    def rows(method: str, es_auc: list[float], signs: list[float] | None) -> list[dict]:
+        paired = {} if signs is None else {"race_es_auc": signs, "auc": [0.0] * len(signs),
+                                           "race_deodds": [math.nan] * len(signs)}
+        return [{"method": method, "seed": seed, "auc": 0.8, "race_es_auc": value,
+                 "race_worst_group_auc": 0.7, "race_auc_Black": 0.7, "race_deodds": 0.1,
+                 **{f"paired_{c}_sign": paired[c][seed] for c in paired}}
+                for seed, value in enumerate(es_auc)]
+
+    frame = pd.DataFrame(rows("plain", [0.70, 0.72, 0.74], None)
+                         + rows("dbpm", [0.71, 0.70, 0.74], [1.0, -1.0, 0.0])
+                         + rows("fairvlm", [0.70, 0.72, 0.80], [1.0, 1.0, math.nan]))
+    table = experiment._paired_table(frame).splitlines()
+    assert table[0].endswith("| AUC: seeds measurably up/down | ES-AUC: seeds measurably "
+                             "up/down | DEOdds: seeds measurably up/down |")
+    assert table[2] == ("| plain: seed std | 3 | 0.000 | 0.020 | 0.000 | 0.000 | 0.000 "
+                        "| — | — | — |")
+    # ES-AUC differences 0.01, -0.02, 0: mean -0.0033, std 0.0153
+    assert table[3].endswith("| 0/0 of 3 | 2/0 of 2 | — |")  # fairvlm (METHODS order)
+    assert table[4] == ("| dbpm | 3 | 0.000 ± 0.000 | -0.003 ± 0.015 | 0.000 ± 0.000 "
+                        "| 0.000 ± 0.000 | 0.000 ± 0.000 | 0/0 of 3 | 1/1 of 3 | — |")
+    old_files = frame.drop(columns=[c for c in frame if c.startswith("paired_")])
+    assert experiment._paired_table(old_files).splitlines()[3].endswith("| — | — | — |")
+
+
 def test_tiny_experiment_writes_one_row_per_run_and_resumes(experiment, tmp_path, monkeypatch):
     monkeypatch.setenv("FAIRVLM_HOME", str(tmp_path / "unused"))  # restored after the test
     settings = experiment.Settings(
@@ -85,6 +110,14 @@ def test_tiny_experiment_writes_one_row_per_run_and_resumes(experiment, tmp_path
     report = (out / "experiment.md").read_text()
     assert "## Zero-shot fairness on the evaluation set: language" in report
     assert "| fairvlm-clean |" in report
+
+    # paired differences from the plain run of the same seed, trained for them (no row of its own)
+    assert len(list((work.root / "runs").glob("plain-s0-*/eval.json"))) == 1
+    for column in ("auc", "race_es_auc", "race_deodds"):
+        low, high, sign = (run[f"paired_{column}_{part}"] for part in ("lo", "hi", "sign"))
+        assert low <= high
+        assert sign == (1 if low > 0 else -1 if high < 0 else 0), column
+    assert frame.loc[0, ["paired_auc_lo", "paired_auc_sign"]].isna().all()  # base: no pair
 
     lines.clear()
     experiment.run_experiment(work, out, settings, **plan)
