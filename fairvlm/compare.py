@@ -52,7 +52,10 @@ _DELTA_PREFIX = "Δ "
 DELTA_MEANING = ("Δ: change from the baseline (the first model) with its paired 95% interval "
                  "(both models on the same resamples of the same pairs). Green: measurably "
                  "better (the interval excludes 0; higher AUC and ES-AUC, lower DPD and "
-                 "DEOdds), red: measurably worse, uncoloured: within noise.")
+                 "DEOdds), red: measurably worse, uncoloured: within noise. The interval "
+                 "covers the pairs' sampling noise, not training randomness: one fine-tune "
+                 "can differ measurably by luck of its seed, so judge a method on several "
+                 "seeds.")
 
 
 @dataclass(frozen=True)

@@ -301,7 +301,9 @@ def done(run: RunDir) -> None:
     if evaluation.get("change_from_start"):
         st.caption("Under the test tiles: the change from the starting model on the same test "
                    "pairs; grey when its paired 95% bootstrap interval holds 0 (within noise). "
-                   "The tile's help gives the interval.")
+                   "The tile's help gives the interval. It covers the test pairs' sampling "
+                   "noise, not training randomness: another seed can move the change as much "
+                   "(README, Experiment), so judge a method on several seeds.")
     flagged = evaluation.get("flagged") or {}
     tiles[4].metric("Faulty pairs", flagged.get("faulty", 0),
                     help="DBPM: weighted mean loss at least mu + β_fp sigma, over the run.")
