@@ -97,7 +97,7 @@ def render_summary(comparison: Comparison) -> str:
     improvement = comparison.improvement()
     lines = [f"split {comparison.baseline.result.config.split}; baseline "
              f"{comparison.baseline.label}; values with 95% bootstrap intervals, changes with "
-             "paired 95% intervals"]
+             "paired 95% intervals (the pairs' sampling noise, not training randomness)"]
     for attribute in comparison.attributes:
         rows = table[table["attribute"] == attribute]
         header = tuple(str(column) for column in rows.columns if column != "attribute")

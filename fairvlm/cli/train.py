@@ -157,7 +157,8 @@ def render_summary(result: TrainResult) -> str:
         if summary is not None:
             lines.append(f"{split:6}{_fmt(summary['auc']):>8}{_fmt(summary['es_auc']):>9}")
     if result.change is not None and result.start_test is not None:
-        lines.append("test, starting model -> selected (change with its paired 95% interval):")
+        lines.append("test, starting model -> selected (change with its paired 95% interval, "
+                     "which covers the test pairs' noise, not the seed's):")
         for key, label in (("auc", "AUC"), ("es_auc", "ES-AUC")):
             change = Change.from_dict(result.change["summary"][key])
             lines.append(f"  {label:7}{_fmt(result.start_test[key])} -> "
