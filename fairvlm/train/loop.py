@@ -500,11 +500,18 @@ class _Trainer:
                                 min_n=self.config.eval_min_n, n_bootstrap=n_bootstrap,
                                 seed=self.config.seed)
 
-    def _starting_probabilities(self, split: str) -> np.ndarray:
+    def _starting_probabilities(self, split: str) -> np.ndarray | None:
         """:meth:`_probabilities` with the starting model's weights, reloaded from the run's
         model spec (so that a resumed run gets them too) onto the CPU, so that a GPU holds one
-        copy of the model; the caller loads other weights afterwards."""
-        start = load_model(self.config.model, device="cpu", arch=self.config.arch)
+        copy of the model; the caller loads other weights afterwards. None, with a log line,
+        when the spec no longer loads (a checkpoint file moved away during the run): the run
+        still finishes, without its change from the start."""
+        try:
+            start = load_model(self.config.model, device="cpu", arch=self.config.arch)
+        except FairVLMError as error:
+            self._log(f"starting model not reloaded ({error}); eval.json has no change from "
+                      "the start")
+            return None
         self.model.load_state_dict(start.model.state_dict(), strict=True)
         del start
         return self._probabilities(split)

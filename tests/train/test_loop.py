@@ -7,6 +7,7 @@ the first batch, sklearn's AUC on the selected checkpoint, and the DBPM drop rul
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -266,3 +267,23 @@ def test_a_runs_checkpoint_scores_with_the_prompts_the_run_used(reference_config
     auc = roc_auc_score(table.labels, zero_shot_probabilities(loaded, image,
                                                               loaded.default_prompts))
     assert evaluation["test"]["auc"]["value"] == pytest.approx(auc, abs=1e-9)
+
+
+def test_a_starting_model_moved_away_during_the_run_leaves_no_change(reference_config,
+                                                                     tmp_path):
+    """The starting weights are reloaded at the end for the test change; when the model file
+    is gone by then, the run still finishes, says so in its log and has no change."""
+    base = tmp_path / "base.safetensors"
+    shutil.copyfile(reference_config().model, base)
+    config = replace(reference_config(epochs=1), model=str(base))
+
+    def move_away(step: int, total: int, record: dict) -> None:
+        if base.exists():
+            base.rename(tmp_path / "moved.safetensors")
+
+    assert train(config, tmp_path / "run", on_step=move_away).state == "done"
+    run = RunDir(tmp_path / "run")
+    evaluation = json.loads(run.eval_path.read_text())
+    assert evaluation["change_from_start"] is None and evaluation["start_test"] is None
+    assert evaluation["test"]["auc"]["value"] is not None
+    assert f"starting model not reloaded ({base}: " in run.log_path.read_text()
