@@ -14,6 +14,7 @@ from fairvlm.mining import MODES
 from fairvlm.runs import RunDir
 from fairvlm.train.config import SCOPES, SELECTION_METRICS, TrainConfig
 from fairvlm.train.losses import DISTANCES, FAIR_ON, STATISTICS
+from fairvlm.train.training_data import exclude_pairs
 from fairvlm.ui import cache, current, data_table, run_monitor, state, tables
 from fairvlm.ui.feedback import show_error, user_errors
 from fairvlm.ui.state import AUTO_DEVICE, ModelChoice
@@ -159,11 +160,15 @@ def new_run_form(table: PairTable) -> None:
                     "Checkpoint every (steps)", min_value=0, value=DEFAULTS["checkpoint_every"],
                     key="fine_tune.checkpoint_every", help="0: at the end of each epoch only."),
             }
-        exclude = st.checkbox(f"Exclude the {len(exclusions)} pair(s) you marked on the Bad "
-                              "pairs page", value=bool(exclusions), disabled=not exclusions,
+        in_training = exclude_pairs(table, tuple(exclusions))[1].get("train", 0)
+        exclude = st.checkbox(f"Exclude the {in_training} training pair(s) you marked on the "
+                              "Bad pairs page", value=bool(in_training), disabled=not in_training,
                               key="fine_tune.exclude",
-                              help="Pairs decided 'exclude' or 'wrong note' are left out of "
-                                   "every split.")
+                              help="Training pairs decided 'exclude' or 'wrong note' are "
+                                   "left out of training. Validation and test keep every "
+                                   "pair, so the run's test numbers match the Audit and "
+                                   "Compare pages (leaving out test pairs a model gets wrong "
+                                   "would flatter it).")
         started = st.form_submit_button("Start fine-tune", type="primary",
                                         icon=":material/play_arrow:", key="fine_tune.start")
     if started:

@@ -91,7 +91,8 @@ class TrainConfig(JsonConfig):
     checkpoint_every
         Also checkpoint every this many steps (0: only at the end of each epoch).
     exclude
-        Ids of pairs to leave out of every split (the app's bad-pair decisions).
+        Ids of training pairs to leave out (the app's bad-pair decisions); validation and test
+        pairs among them stay evaluated (:func:`fairvlm.train.training_data.exclude_pairs`).
     exclude_file
         The file ``exclude`` was read from, for the record.
     """

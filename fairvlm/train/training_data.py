@@ -1,4 +1,5 @@
-"""The pairs a fine-tune sees: the table minus exclusions, the attribute's groups, the batches.
+"""The pairs a fine-tune sees: the table minus excluded training pairs, the attribute's groups,
+the batches.
 
 :meth:`TrainingData.load` runs every check that needs the data (the attribute exists, train
 and validation pairs remain after exclusions, every group of the attribute holds
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fairvlm.data import load_with_attributes
-from fairvlm.data.table import SPLITS, Attribute, PairTable
+from fairvlm.data.table import Attribute, PairTable
 from fairvlm.train.config import TrainConfig
 from fairvlm.train.sampler import GroupAwareBatchSampler
 
@@ -26,9 +27,10 @@ class TrainingData:
     Attributes
     ----------
     table
-        The data set without the excluded pairs.
+        The data set without the excluded training pairs.
     excluded
-        Pairs left out per split, and ``"unknown"``: excluded ids that matched no pair.
+        The counts of :func:`exclude_pairs`: ``train`` pairs left out, ``evaluated``
+        (excluded ids of validation or test pairs, kept) and ``unknown`` ids.
     attribute
         The run's protected attribute.
     train_rows, train_ids
@@ -83,15 +85,18 @@ class TrainingData:
 
 
 def exclude_pairs(table: PairTable, ids: tuple[str, ...]) -> tuple[PairTable, dict[str, int]]:
-    """``table`` without the pairs ``ids``; counts of pairs left out per split, and of ids
-    that matched no pair (``"unknown"``). Nothing is left out for an empty ``ids``."""
+    """``table`` without the *training* pairs among ``ids``, and the counts: ``train`` pairs
+    left out, ``evaluated``: ids of validation or test pairs, which stay in (so a run's
+    numbers are those the Audit and Compare pages compute on the same split; dropping test
+    pairs a model gets wrong would flatter it), ``unknown``: ids that matched no pair.
+    Nothing is left out for an empty ``ids``."""
     if not ids:
         return table, {}
     wanted = set(ids)
-    dropped = table.frame["id"].astype(str).isin(wanted).to_numpy()
-    per_split = table.frame.loc[dropped, "split"].value_counts()
-    counts = {split: int(per_split.get(split, 0)) for split in SPLITS}
-    counts["unknown"] = len(wanted) - int(dropped.sum())
+    matched = table.frame["id"].astype(str).isin(wanted).to_numpy()
+    dropped = matched & (table.frame["split"].to_numpy() == "train")
+    counts = {"train": int(dropped.sum()), "evaluated": int((matched & ~dropped).sum()),
+              "unknown": len(wanted) - int(matched.sum())}
     kept = PairTable(table.frame[~dropped], dict(table.attributes), source=table.source,
                      name=table.name, warnings=list(table.warnings))
     return kept, counts

@@ -93,13 +93,15 @@ def _poll(open_page: Callable[[], AppTest], wanted: str) -> AppTest:
 
 def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
     table = load_dataset(home / "demo" / "data")
-    marked = table.frame.loc[table.frame["split"] == "train", "id"].iloc[:2].tolist()
+    marked = [*table.frame.loc[table.frame["split"] == "train", "id"].iloc[:2],
+              table.frame.loc[table.frame["split"] == "test", "id"].iloc[0]]
     book = DecisionFile(table.fingerprint())
     for pair_id in marked:
         book.set(pair_id, "exclude", model_fingerprint="0" * 16)
     app = open_page(home, PAGE)
     assert app.checkbox(key="fine_tune.exclude").value  # offered, and on
-    assert "Exclude the 2 pair(s) you marked" in app.checkbox(key="fine_tune.exclude").label
+    assert "Exclude the 2 training pair(s) you marked" in app.checkbox(
+        key="fine_tune.exclude").label  # the marked test pair stays evaluated
     run = _start(app)
     assert _header(app).startswith(f"**{run.path.name}**")
     assert not app.warning  # every validation group reaches the smallest group in ES-AUC (1)
@@ -113,7 +115,8 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
 
     app = _poll(lambda: open_page(home, PAGE), "done")  # a new session each time: a reloaded page
     evaluation = json.loads(run.eval_path.read_text())
-    assert evaluation["excluded"] == {"train": 2, "val": 0, "test": 0, "unknown": 0}
+    assert evaluation["excluded"] == {"train": 2, "evaluated": 1, "unknown": 0}
+    assert evaluation["test"]["n"] == int((table.frame["split"] == "test").sum())
     tiles = {metric.label: metric.value for metric in app.metric}
     for split, key, label in (("val", "auc", "Validation AUC"), ("test", "auc", "Test AUC")):
         assert tiles[label] == f"{evaluation[split][key]['value']:.3f}"

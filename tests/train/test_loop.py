@@ -221,8 +221,8 @@ def test_excluded_pairs_are_left_out(reference_statistic_run):
     table = load_dataset(config.data)
     assert len(memory) == len(table.split_indices("train")) - 5
     evaluation = json.loads(run.eval_path.read_text())
-    assert evaluation["excluded"] == {"train": 5, "val": 1, "test": 0, "unknown": 1}
-    assert evaluation["val"]["n"] == len(table.split_indices("val")) - 1
+    assert evaluation["excluded"] == {"train": 5, "evaluated": 1, "unknown": 1}
+    assert evaluation["val"]["n"] == len(table.split_indices("val"))  # evaluation keeps all
 
 
 def test_training_changes_only_the_trainable_scope(finished, tiny_checkpoint):
