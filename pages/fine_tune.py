@@ -13,6 +13,7 @@ from fairvlm.errors import FairVLMError
 from fairvlm.mining import MODES
 from fairvlm.runs import RunDir
 from fairvlm.train.config import SCOPES, SELECTION_METRICS, TrainConfig
+from fairvlm.train.evaluation import SELECTION_LABELS
 from fairvlm.train.losses import DISTANCES, FAIR_ON, STATISTICS
 from fairvlm.train.training_data import exclude_pairs
 from fairvlm.ui import cache, current, data_table, run_monitor, state, tables
@@ -140,7 +141,7 @@ def new_run_form(table: PairTable) -> None:
                                                      key="fine_tune.weight_decay"),
                 "selection": more[4].selectbox(
                     "Select the epoch by", SELECTION_METRICS, key="fine_tune.selection",
-                    format_func=run_monitor.SELECTION_LABELS.get,
+                    format_func=SELECTION_LABELS.get,
                     help="Validation metric of the attribute; AUC when ES-AUC is undefined."),
             }
             evaluation = st.columns(5)
@@ -194,8 +195,9 @@ def start(table: PairTable, model: ModelChoice, values: dict, exclusions: list[s
                                  config.attribute, "val")
     warning = run_monitor.small_group_warning(counts, config.attribute, config.eval_min_n,
                                               config.selection)
-    if warning:
-        st.warning(plain(warning), icon=":material/warning:")
+    for line in (warning, run_monitor.dbpm_idle_note(config.to_dict())):
+        if line:
+            st.warning(plain(line), icon=":material/warning:")
 
 
 def run_list() -> None:
@@ -288,10 +290,17 @@ def done(run: RunDir) -> None:
     evaluation = jobs.read_evaluation(run) or {}
     selection = evaluation.get("selection") or {}
     st.success(plain(run_monitor.selection_line(selection)), icon=STATE_ICONS["done"])
-    tiles = st.columns(6)
-    for tile, (split, key, label) in zip(tiles, (
+    with user_errors():
+        better_start = run_monitor.start_was_better(run.read_metrics(), selection)
+        if better_start:
+            st.info(plain(better_start), icon=":material/info:")
+    idle = run_monitor.dbpm_idle_note(run_monitor.read_config(run))
+    if idle:
+        st.caption(plain(idle))
+    top, bottom = st.columns(3), st.columns(3)
+    for tile, (split, key, label) in zip((top[0], top[1], bottom[0], bottom[1]), (
             ("val", "auc", "Validation AUC"), ("val", "es_auc", "Validation ES-AUC"),
-            ("test", "auc", "Test AUC"), ("test", "es_auc", "Test ES-AUC")), strict=False):
+            ("test", "auc", "Test AUC"), ("test", "es_auc", "Test ES-AUC")), strict=True):
         estimate = (evaluation.get(split) or {}).get(key) or {}
         value = estimate.get("value")
         note = estimate.get("note") or None
@@ -310,10 +319,10 @@ def done(run: RunDir) -> None:
                    "noise, not training randomness: another seed can move the change as much "
                    "(README, Experiment), so judge a method on several seeds.")
     flagged = evaluation.get("flagged") or {}
-    tiles[4].metric("Faulty pairs", flagged.get("faulty", 0),
-                    help="DBPM: weighted mean loss at least mu + β_fp sigma, over the run.")
-    tiles[5].metric("Noisy pairs", flagged.get("noisy", 0),
-                    help="DBPM: weighted mean loss at most mu - β_np sigma, over the run.")
+    top[2].metric("Faulty pairs", flagged.get("faulty", 0),
+                  help="DBPM: weighted mean loss at least mu + β_fp sigma, over the run.")
+    bottom[2].metric("Noisy pairs", flagged.get("noisy", 0),
+                     help="DBPM: weighted mean loss at most mu - β_np sigma, over the run.")
     selected = jobs.selected_checkpoint(run)
     if selected is not None:
         checkpoint = str(selected[0])

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fairvlm.errors import ConfigError
 from fairvlm.metrics import Change
+from fairvlm.train.evaluation import describe_selection
 
 if TYPE_CHECKING:
     from fairvlm.train.config import TrainConfig
@@ -150,8 +151,7 @@ def render_summary(result: TrainResult) -> str:
     on test from the starting model (measurable or within noise), DBPM's flags."""
     selection = result.selection
     lines = [f"fine-tune done: {result.run_dir} ({result.step} steps)",
-             f"selected epoch {selection['epoch']} by validation {selection['metric']}"
-             + (f" ({selection['note']})" if selection["note"] else ""),
+             describe_selection(selection),
              f"{'':6}{'AUC':>8}{'ES-AUC':>9}"]
     for split, summary in (("val", result.val), ("test", result.test)):
         if summary is not None:

@@ -12,6 +12,7 @@ that epoch's weights, and once with the starting model's, for the change the fin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,30 @@ def report_summary(report: AttributeReport) -> dict[str, Any]:
 
 
 FALLBACK_METRIC = "auc"
+SELECTION_LABELS: dict[str, str] = {"es_auc": "ES-AUC", "auc": "AUC"}
+_METRIC_NAME = re.compile(r"\b(es_auc|auc)\b")
+
+
+def metric_label(metric: str) -> str:
+    """``ES-AUC`` for ``es_auc``, ``AUC`` for ``auc`` (other keys as they are)."""
+    return SELECTION_LABELS.get(metric, metric)
+
+
+def describe_selection(selection: Mapping[str, Any]) -> str:
+    """``epoch 3 selected by validation ES-AUC.`` from a :meth:`Selection.to_dict` record,
+    epochs counted from 1 (``epoch`` is from 0). When the epochs were compared by the
+    fallback metric, the sentence names that metric and why; another note follows."""
+    wanted = str(selection.get("metric", "?"))
+    epoch = selection.get("epoch") or 0
+    compared = next((str(entry["metric"]) for entry in selection.get("history") or []
+                     if entry.get("epoch") == epoch), wanted)
+    line = f"epoch {epoch + 1} selected by validation {metric_label(compared)}"
+    if compared != wanted:
+        return (f"{line} ({metric_label(wanted)} is undefined on validation: fewer than two "
+                "groups with enough pairs and both classes).")
+    note = _METRIC_NAME.sub(lambda match: metric_label(match[1]),
+                            str(selection.get("note") or "")).strip()
+    return f"{line}. {note[:1].upper()}{note[1:]}." if note else f"{line}."
 
 
 @dataclass

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +26,8 @@ from fairvlm.errors import FairVLMError
 from fairvlm.jobs import job_state, read_evaluation
 from fairvlm.metrics import Change
 from fairvlm.runs import RunDir, RunStatus, RunSummary
+from fairvlm.train.evaluation import describe_selection, metric_label
 
-SELECTION_LABELS: dict[str, str] = {"es_auc": "ES-AUC", "auc": "AUC"}
-_METRIC_NAME = re.compile(r"\b(es_auc|auc)\b")
 LOSS_TERMS: dict[str, str] = {"loss": "objective L", "clip": "CLIP loss mean(w·l)",
                               "weighted_fairness": "λ · Σ_g R_g"}
 
@@ -73,18 +71,42 @@ def progress_line(status: RunStatus, epochs: int) -> str:
     return " · ".join(parts)
 
 
-def metric_words(text: str) -> str:
-    """``text`` with the metric keys ``es_auc`` and ``auc`` written ``ES-AUC`` and ``AUC``."""
-    return _METRIC_NAME.sub(lambda match: SELECTION_LABELS[match[1]], text)
-
-
 def selection_line(selection: Mapping[str, Any]) -> str:
-    """``Done: epoch 3 selected by validation ES-AUC.``, then the selection's note, if any, as
-    a sentence (``eval.json``'s ``selection``: ``epoch`` from 0, ``metric``, ``note``)."""
-    metric = SELECTION_LABELS.get(selection.get("metric", ""), selection.get("metric", "?"))
-    line = f"Done: epoch {selection.get('epoch', 0) + 1} selected by validation {metric}."
-    note = metric_words(str(selection.get("note") or "")).strip()
-    return f"{line} {note[:1].upper()}{note[1:]}." if note else line
+    """``Done: epoch 3 selected by validation ES-AUC.``: :func:`describe_selection` of
+    ``eval.json``'s ``selection``."""
+    return f"Done: {describe_selection(selection)}"
+
+
+def start_was_better(records: Sequence[Mapping[str, Any]],
+                     selection: Mapping[str, Any]) -> str | None:
+    """A line when the starting model (``metrics.jsonl``'s ``baseline`` record) scored higher
+    on validation, by the metric that selected the epoch, than the selected epoch: no
+    fine-tuned epoch improved on it. None otherwise."""
+    baseline = next((record for record in records if record.get("kind") == "baseline"), None)
+    epoch = selection.get("epoch")
+    entry = next((entry for entry in selection.get("history") or []
+                  if entry.get("epoch") == epoch), None)
+    if baseline is None or entry is None or entry.get("value") is None:
+        return None
+    start = (baseline.get("val") or {}).get(entry["metric"])
+    if start is None or start <= entry["value"]:
+        return None
+    return (f"The starting model scored higher on validation {metric_label(entry['metric'])} "
+            f"({start:.3f}) than the best fine-tuned epoch ({entry['value']:.3f}): this "
+            "fine-tune did not improve on it.")
+
+
+def dbpm_idle_note(config: Mapping[str, Any]) -> str | None:
+    """A line when DBPM never reweighted a pair: its warm-up (``DBPM from epoch``) reaches
+    the run's last epoch. None otherwise (or with DBPM off)."""
+    if config.get("dbpm", "off") == "off":
+        return None
+    warmup, epochs = int(config.get("warmup") or 0), int(config.get("epochs") or 1)
+    if warmup < epochs:
+        return None
+    return (f"DBPM judges pairs from epoch {warmup + 1} on and this run has {epochs} "
+            f"epoch(s): no pair was reweighted. The faulty and noisy counts are its verdict "
+            "after the last epoch.")
 
 
 def change_from_start(evaluation: Mapping[str, Any], key: str) -> TileChange | None:

@@ -104,7 +104,10 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
         key="fine_tune.exclude").label  # the marked test pair stays evaluated
     run = _start(app)
     assert _header(app).startswith(f"**{run.path.name}**")
-    assert not app.warning  # every validation group reaches the smallest group in ES-AUC (1)
+    # every validation group reaches the smallest group in ES-AUC (1); one epoch < DBPM's start
+    assert [shown(w.value) for w in app.warning] == [
+        "DBPM judges pairs from epoch 3 on and this run has 1 epoch(s): no pair was "
+        "reweighted. The faulty and noisy counts are its verdict after the last epoch."]
 
     config = TrainConfig.from_dict(run.read_config())
     assert (config.attribute, config.scope, config.epochs, config.lr) == (
@@ -222,6 +225,23 @@ def test_monitor_tables_from_hand_made_records() -> None:
     assert run_monitor.change_from_start({"change_from_start": {"summary": {
         "es_auc": {"delta": None}}}}, "es_auc") is None
     assert run_monitor.change_from_start({}, "auc") is None  # a run from before the change
+    fallback = {"epoch": 1, "metric": "es_auc", "note": "validation es_auc is undefined",
+                "history": [{"epoch": 0, "metric": "auc", "value": 0.90},
+                            {"epoch": 1, "metric": "auc", "value": 0.91}]}
+    assert run_monitor.selection_line(fallback) == (
+        "Done: epoch 2 selected by validation AUC (ES-AUC is undefined on validation: fewer "
+        "than two groups with enough pairs and both classes).")
+    baseline = {"kind": "baseline", "val": {"auc": 0.92, "es_auc": None}}
+    assert run_monitor.start_was_better([baseline], fallback) == (
+        "The starting model scored higher on validation AUC (0.920) than the best fine-tuned "
+        "epoch (0.910): this fine-tune did not improve on it.")
+    assert run_monitor.start_was_better([{**baseline, "val": {"auc": 0.91}}], fallback) is None
+    assert run_monitor.start_was_better([], fallback) is None
+    assert run_monitor.dbpm_idle_note({"dbpm": "reweight", "warmup": 2, "epochs": 2}) == (
+        "DBPM judges pairs from epoch 3 on and this run has 2 epoch(s): no pair was "
+        "reweighted. The faulty and noisy counts are its verdict after the last epoch.")
+    assert run_monitor.dbpm_idle_note({"dbpm": "reweight", "warmup": 2, "epochs": 3}) is None
+    assert run_monitor.dbpm_idle_note({"dbpm": "off", "warmup": 2, "epochs": 1}) is None
     assert run_monitor.selection_line({"epoch": 2, "metric": "auc"}) == (
         "Done: epoch 3 selected by validation AUC.")
     assert run_monitor.selection_line({

@@ -47,7 +47,7 @@ def test_train_writes_a_complete_run_folder_and_a_summary(trained):
         assert (run_dir / "checkpoints" / (stem + suffix)).is_file()
     evaluation = json.loads((run_dir / "eval.json").read_text())
     lines = outcome.out.splitlines()
-    assert lines[1].startswith("selected epoch 0 by validation es_auc")
+    assert lines[1] == "epoch 1 selected by validation ES-AUC."  # counted from 1, as the app
     val = next(line for line in lines if line.startswith("val "))
     assert float(val.split()[1]) == pytest.approx(evaluation["val"]["auc"]["value"], abs=5e-4)
     assert float(val.split()[2]) == pytest.approx(evaluation["val"]["es_auc"]["value"],
