@@ -147,16 +147,21 @@ def show(comparison: Comparison) -> None:
     st.caption(f"Split {plain(base.result.config.split)} · baseline **{plain(base.label)}** · "
                f"values with 95% bootstrap intervals · {plain(DELTA_MEANING)}")
     table = comparison.side_by_side()
-    estimates = {column: st.column_config.TextColumn(width=ESTIMATE_WIDTH_PX)
-                 for model in comparison.models
-                 for column in (model.label, compare.delta_column(model.label))}
+    estimates = {model.label: st.column_config.TextColumn(width=ESTIMATE_WIDTH_PX)
+                 for model in comparison.models}
+    changes = {compare.delta_column(model.label):  # pinned: in view on a narrow screen
+               st.column_config.TextColumn(width=ESTIMATE_WIDTH_PX, pinned=True)
+               for model in comparison.models[1:]}
     data_table.show(_styled(table, comparison.improvement()), height="content",
                     column_config={"metric": st.column_config.TextColumn(width=METRIC_WIDTH_PX,
                                                                          pinned=True),
                                    "n": st.column_config.NumberColumn(format="localized"),
-                                   **estimates})
-    for line in comparison.undefined_reasons():
-        st.caption(f"Undefined: {plain(line)}")
+                                   **estimates, **changes})
+    reasons = comparison.undefined_reasons()
+    if reasons:
+        with st.expander(f"Why {len(reasons)} value(s) are undefined"):
+            for line in reasons:
+                st.caption(plain(line))
     download(comparison)
     st.subheader("Group AUCs and loss distributions")
     for tab, attribute in zip(st.tabs(list(comparison.attributes)), comparison.attributes,

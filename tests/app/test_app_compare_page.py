@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_driver import open_page, run
+from app_driver import open_page, run, shown
 from model_files import random_demo_checkpoint
 from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
@@ -99,11 +99,21 @@ def test_compare_the_model_in_use_with_a_finished_run(home: Path) -> None:
         assert table.loc[metric, delta_column(label)].startswith(f"{change:+.3f} [")
 
     comparison = app.session_state["compare.result"]
+    assert not comparison.undefined_reasons()  # min_n 1: every value defined, no expander
+    assert not [box for box in app.expander if box.label.startswith("Why ")]
     origin = comparison.models[1].origin
     assert origin["kind"] == "run" and origin["run"] == RUN
     assert origin["config"] == RunDir(home / "runs" / RUN).read_config()
     assert len(app.get("plotly_chart")) == 2  # group AUCs, and the loss before/after
     assert len(app.get("download_button")) == 1
+
+    app.number_input(key="compare.min_n").set_value(30)  # hides the small race groups
+    app.button(key="compare.run").click()
+    app = run(app)
+    reasons = app.session_state["compare.result"].undefined_reasons()
+    (why,) = [box for box in app.expander if box.label.startswith("Why ")]
+    assert why.label == f"Why {len(reasons)} value(s) are undefined" and reasons
+    assert [shown(caption.value) for caption in why.caption] == reasons
 
 
 def test_one_model_is_refused_in_one_line(home: Path) -> None:
