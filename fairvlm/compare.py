@@ -34,10 +34,11 @@ import pandas as pd
 
 from fairvlm import plots
 from fairvlm.audit import AuditResult, DistributionView, library_versions
+from fairvlm.config import threshold_label
 from fairvlm.errors import ConfigError, DataError
 from fairvlm.jobs import FinishedRun
 from fairvlm.metrics import AttributeReport, Change, Estimate, PairedChanges, paired_changes
-from fairvlm.report import FigureWriter, html_document
+from fairvlm.report import FigureWriter, html_document, synthetic_notice
 from fairvlm.runs import RunDir
 
 HIGHER, LOWER = 1, -1
@@ -370,15 +371,15 @@ def _header(comparison: Comparison) -> str:
     base = comparison.baseline.result
     config = base.config
     facts = [("data", base.data["name"]), ("split", config.split),
-             ("threshold", base.threshold.method),
+             ("threshold", threshold_label(base.threshold.method)),
              ("bootstrap", f"{config.n_bootstrap} resamples, seed {config.seed}"),
              ("created", comparison.created)]
     items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
     models = "".join(f"<li><b>{_e(model.label)}</b>{' (baseline)' if i == 0 else ''}: "
                      f"{_e(model.spec)} · weights {_e(model.result.fingerprints['model'])}</li>"
                      for i, model in enumerate(comparison.models))
-    return (f"<header><h1>fairvlm comparison report</h1><dl class='facts'>{items}</dl>"
-            f"<ul>{models}</ul></header>")
+    return (f"<header><h1>fairvlm comparison report</h1>{synthetic_notice(base.data)}"
+            f"<dl class='facts'>{items}</dl><ul>{models}</ul></header>")
 
 
 def _table_section(comparison: Comparison) -> str:
@@ -401,7 +402,17 @@ def _table_section(comparison: Comparison) -> str:
     caption = f"Values with 95% bootstrap intervals. {DELTA_MEANING}"
     return (f"<section><h2>Side by side</h2><table class='compare'><caption>{_e(caption)}"
             f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            "</section>")
+            f"{_undefined_list(comparison)}</section>")
+
+
+def _undefined_list(comparison: Comparison) -> str:
+    """Under the table: why each ``undefined`` value is undefined
+    (:meth:`Comparison.undefined_reasons`); empty when every value is defined."""
+    reasons = comparison.undefined_reasons()
+    if not reasons:
+        return ""
+    items = "".join(f"<li>{_e(line)}</li>" for line in reasons)
+    return f"<h3>Why values are undefined</h3><ul class='undefined'>{items}</ul>"
 
 
 def _provenance(comparison: Comparison) -> str:
@@ -424,4 +435,5 @@ def _e(value: object) -> str:
 _CSS = """
 .compare td.better { background: #dafbe1; color: #116329; font-weight: 600; }
 .compare td.worse { background: #ffebe9; color: #a40e26; font-weight: 600; }
+.undefined { color: var(--muted); font-size: 13px; }
 """

@@ -27,7 +27,16 @@ from fairvlm.metrics._thresholds import THRESHOLD_METHODS
 
 SCORERS: tuple[str, ...] = ("zero-shot", "linear-probe")
 FIXED_THRESHOLD = 0.5
+# How each threshold method reads in the app and the reports.
+THRESHOLD_LABELS: dict[str, str] = {"fixed": "0.5 (fixed)", "youden": "Youden's J on validation",
+                                    "f1": "best F1 on validation"}
 INTERSECTION_SEPARATOR = "&"
+
+
+def threshold_label(method: str) -> str:
+    """A threshold method (:data:`THRESHOLD_METHODS`) in words: ``youden`` reads ``Youden's J
+    on validation``; an unknown key reads as itself."""
+    return THRESHOLD_LABELS.get(method, method)
 
 
 def attribute_label(name: str) -> str:

@@ -12,6 +12,7 @@ from fairvlm.config import (
     THRESHOLD_METHODS,
     AuditConfig,
     attribute_label,
+    threshold_label,
 )
 from fairvlm.data import PairTable
 from fairvlm.data.table import SPLITS
@@ -26,14 +27,13 @@ from fairvlm.ui.text import plain
 WIDGET_KEYS = ("audit.attributes", "audit.split", "audit.scorer", "audit.threshold",
                "audit.min_n", "audit.bootstrap", "audit.n_bootstrap", "audit.n_permutations",
                "audit.prompts.1", "audit.prompts.0")
-THRESHOLD_LABELS = {"fixed": "0.5 (fixed)", "youden": "Youden's J on validation",
-                    "f1": "best F1 on validation"}
 SCORER_LABELS = {"zero-shot": "zero-shot (class prompts)",
                  "linear-probe": "linear probe (fit on train)"}
 DEFAULT_BOOTSTRAP = 1000
 STATISTICS = {"loss": "per-pair loss", "similarity": "image-text similarity"}
 CI_WIDTH_PX = 115  # "0.871 – 0.947" in full
-METRIC_WIDTH_PX = 270  # the longest metric name but fairlearn's convention's, in full
+VALUE_WIDTH_PX = 90  # "undefined" in full (its reason is in the note column)
+METRIC_WIDTH_PX = 300  # the longest metric name but fairlearn's convention's, in full
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def settings(table: PairTable, loaded: LoadedModel) -> None:
         split = middle[0].selectbox("Split", splits, key="audit.split")
         threshold = middle[1].selectbox(
             "Threshold", THRESHOLD_METHODS, key="audit.threshold",
-            format_func=lambda m: THRESHOLD_LABELS.get(m, m),
+            format_func=threshold_label,
             help="The decision threshold for accuracy, TPR/FPR, DPD and DEOdds (AUCs use "
                  "none). Youden's J and F1 are chosen on the validation split.")
         min_n = middle[2].number_input(
@@ -196,7 +196,7 @@ def tables(audited: AttributeAudit) -> None:
         "group": st.column_config.TextColumn(width="medium", pinned=True),
         "n": st.column_config.NumberColumn(format="localized"),
         "positives": st.column_config.NumberColumn(format="localized"),
-        "AUC": st.column_config.TextColumn(width="medium"),
+        "AUC": st.column_config.TextColumn(width=VALUE_WIDTH_PX),
         "95% CI": st.column_config.TextColumn(width=CI_WIDTH_PX),
         "note": st.column_config.TextColumn(width="large")})
     for note in audited.report.notes:
@@ -205,7 +205,7 @@ def tables(audited: AttributeAudit) -> None:
     st.markdown("**Fairness metrics**")
     data_table.show(audit_view.headline_table(audited.report), column_config={
         "metric": st.column_config.TextColumn(width=METRIC_WIDTH_PX, pinned=True),
-        "value": st.column_config.TextColumn(width="medium"),
+        "value": st.column_config.TextColumn(width=VALUE_WIDTH_PX),
         "95% CI": st.column_config.TextColumn(width=CI_WIDTH_PX),
         "note": st.column_config.TextColumn(width="large")})
     st.caption(audit_view.METRIC_MEANINGS)

@@ -29,6 +29,11 @@ TILE_LABELS = {"bad_pair": "Bad pairs (combined)", "mismatch": "Mismatch",
                "noisy": "DBPM noisy"}
 SAMPLED_COLUMNS = ("loss", "rank", "margin")  # against a sample of notes in a large split
 DECISION_LABELS = {"keep": "Keep", "exclude": "Exclude", "wrong_note": "Wrong note"}
+DECISION_HELP = ("Keep: the pair is fine. Exclude: leave it out of the next fine-tune's "
+                 "training for any reason (an unreadable image, a duplicate). Wrong note: the "
+                 "note does not describe this image; also left out of training, and recorded "
+                 "as a note error in the decisions CSV. Validation and test pairs stay "
+                 "evaluated either way.")
 SCORE_LINES = (("similarity", "similarity", ".3f"), ("loss", "loss", ".3g"),
                ("rank", "true-note rank", "d"), ("margin", "margin", ".3f"),
                ("image_probability", "p(glaucoma) image", ".2f"),
@@ -125,9 +130,14 @@ def overview(frame: pd.DataFrame, book: DecisionFile) -> None:
     line, button = st.columns([4, 1], vertical_alignment="center")
     counts = ", ".join(f"{sum(v == d for v in decided.values())} {DECISION_LABELS[d].lower()}"
                        for d in DECISIONS)
-    plural = "" if len(exclusions) == 1 else "s"
-    line.success(f"**{len(exclusions)} exclusion{plural} ready for the next fine-tune** "
-                 f"({counts}; saved in {plain(str(book.path))})",
+    marked = frame[frame["id"].astype(str).isin(exclusions)]
+    in_training = int((marked["split"] == "train").sum())
+    plural = "" if in_training == 1 else "s"
+    evaluated = len(marked) - in_training
+    kept = (f"; {evaluated} marked validation or test pair(s) stay evaluated"
+            if evaluated else "")
+    line.success(f"**{in_training} training pair{plural} to leave out of the next "
+                 f"fine-tune** ({counts}{kept}; saved in {plain(str(book.path))})",
                  icon=":material/playlist_remove:")
     button.download_button("Decisions CSV", book.to_csv(), file_name=book.path.name,
                            mime="text/csv", icon=":material/download:",
@@ -254,7 +264,7 @@ def card(table: PairTable, row: pd.Series, decision: str | None,
         score_column.segmented_control(
             "Decision", DECISIONS, default=decision, key=key,
             format_func=DECISION_LABELS.get, on_change=_save_decision,
-            args=(book, pair_id, key, loaded.fingerprint))
+            args=(book, pair_id, key, loaded.fingerprint), help=DECISION_HELP)
         if evidence is not None and not pd.isna(row.get("dbpm_mean_loss")):
             with st.expander("Loss across epochs (DBPM)"):
                 st.plotly_chart(trajectory_figure(evidence, pair_id),

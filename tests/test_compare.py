@@ -28,12 +28,14 @@ from fairvlm.compare import (
     delta_column,
     distribution_view,
     estimate_text,
+    render_html,
 )
 from fairvlm.config import AuditConfig
 from fairvlm.data import load_dataset
 from fairvlm.errors import ConfigError, DataError
 from fairvlm.metrics._bootstrap import draw_resample_indices
 from fairvlm.models import load_model
+from fairvlm.report import SYNTHETIC_NOTE
 
 CONFIG = AuditConfig(attributes=("race", "gender"), split="train", min_n=1, n_bootstrap=40,
                      n_permutations=0)
@@ -216,3 +218,23 @@ def test_undefined_values_come_with_their_reasons(small_demo_dir, tiny_checkpoin
     lines = comparison.undefined_reasons()
     assert f"race · ES-AUC ({LABELS[0]}, {LABELS[1]}): {note}" in lines
     assert not any(" · AUC (" in line for line in lines)  # the overall AUC is defined
+    page = render_html(comparison)  # the report lists every reason under its table
+    start = page.index("Why values are undefined")
+    listed = page[start:page.index("</ul>", start)]
+    assert listed.count("<li>") == len(lines)
+    escaped = f"race · ES-AUC (baseline, &lt;b&gt;other&lt;/b&gt;): {note}"
+    assert f"<li>{escaped}</li>" in listed
+
+
+def test_report_header_reads_in_words(comparison, results) -> None:
+    """The threshold method as the app names it; synthetic data say so at the top, once."""
+    page = render_html(comparison)
+    assert "<dt>threshold</dt><dd>Youden&#x27;s J on validation</dd>" in page
+    assert SYNTHETIC_NOTE not in page
+    assert ("Why values are undefined" in page) == bool(comparison.undefined_reasons())
+    marked = [dataclasses.replace(result, data={**result.data, "synthetic": True})
+              for result in results]
+    page = render_html(compare([ComparedModel(label, f"spec-{i}", result) for i, (label, result)
+                                in enumerate(zip(LABELS, marked, strict=True))]))
+    assert page.count(SYNTHETIC_NOTE) == 1
+    assert page.index(SYNTHETIC_NOTE) < page.index("<dl class='facts'>")

@@ -14,7 +14,7 @@ from fairvlm.audit import run_audit
 from fairvlm.config import AuditConfig
 from fairvlm.data import load_dataset
 from fairvlm.models import load_model
-from fairvlm.report import render_html, write_report
+from fairvlm.report import MINIMUM_INTERVAL, SYNTHETIC_NOTE, render_html, write_report
 
 PREDICTION_COLUMNS = ["id", "split", "label", "probability", "prediction", "similarity", "loss",
                       "rank", "margin"]
@@ -90,3 +90,28 @@ def test_text_from_the_data_is_escaped(result) -> None:
     html = render_html(replace(result, data=data, warnings=(hostile,)))
     assert hostile not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+
+
+def test_threshold_and_worst_group_read_in_words(files, result) -> None:
+    """The threshold method is named as the app names it, the worst-group row says which
+    group is lowest and that its interval is the minimum's."""
+    html = files.html.read_text(encoding="utf-8")
+    threshold = result.threshold
+    assert threshold.method == "youden"
+    assert (f"<dt>threshold</dt><dd>{threshold.value:.4g}, Youden&#x27;s J on validation "
+            f"({threshold.n_chosen_on} pairs of val)</dd>") in html
+    assert (f"At threshold {threshold.value:.4g} (Youden&#x27;s J on validation); ") in html
+    assert "(youden);" not in html and "by Youden" not in html
+    worst = [audited.report.worst_group for audited in result.attributes
+             if audited.report.worst_group]
+    assert worst
+    for group in worst:
+        assert f"<td>worst-group AUC (lowest: {group})</td>".replace("&", "&amp;") in html
+    assert html.count(MINIMUM_INTERVAL.replace("'", "&#x27;")) == len(result.attributes)
+
+
+def test_synthetic_data_are_marked_at_the_top(result) -> None:
+    marked = render_html(replace(result, data={**result.data, "synthetic": True}))
+    assert marked.count(SYNTHETIC_NOTE) == 1
+    assert marked.index(SYNTHETIC_NOTE) < marked.index("<dl class='facts'>")
+    assert SYNTHETIC_NOTE not in render_html(result)  # unmarked data: no claim either way

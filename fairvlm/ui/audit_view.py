@@ -10,8 +10,9 @@ the distribution distances), from the embeddings cached on disk
 is shown, the table's other attributes are audited under the same settings in a background
 thread (:func:`warm_up_other_attributes`), so picking another attribute is a memo hit too.
 
-Tables show every number as text: an undefined value reads ``undefined`` followed by its
-reason, never 0 or a blank.
+Tables show every number as text: an undefined value reads ``undefined`` (never 0 or a
+blank) and its reason stands in the table's ``note`` column, so a narrow value column cuts
+nothing.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import pandas as pd
 import streamlit as st
 
 from fairvlm.audit import AuditResult, DistributionView, run_audit
-from fairvlm.config import AuditConfig
+from fairvlm.config import AuditConfig, threshold_label
 from fairvlm.data import PairTable
 from fairvlm.errors import FairVLMError
 from fairvlm.memo import Memo
 from fairvlm.metrics import AttributeReport, Estimate
 from fairvlm.models import LoadedModel
-from fairvlm.report import HEADLINE_METRICS
+from fairvlm.report import HEADLINE_METRICS, MINIMUM_INTERVAL, group_note, headline_label
 from fairvlm.scoring import embedding_cache_path
 
 CONFIG_KEY = "audit.config"
@@ -43,7 +44,8 @@ METRIC_MEANINGS = (
     "difference (DPD) = max − min of the groups' selection rates P(ŷ = 1 | g); equalized odds "
     "difference (DEOdds) = the larger of the TPR gap and the FPR gap, over the groups where "
     "each rate is defined; fairlearn's convention counts an undefined rate as 0 (the two agree "
-    "when every rate is defined). 0 means no gap; gap intervals are simultaneous.")
+    "when every rate is defined). 0 means no gap; gap intervals are simultaneous; "
+    f"{MINIMUM_INTERVAL}.")
 _AUDITS_KEPT = 8
 _STAGES_KEPT = 64
 
@@ -187,21 +189,28 @@ def headline_tiles(report: AttributeReport
         ("ES-AUC", report.es_auc, None, "Equity-scaled AUC: AUC / (1 + Σ_g |AUC_g − AUC|) over "
          "the groups shown; equals the AUC when every group does equally well."),
         ("Worst-group AUC", report.worst_group_auc, report.worst_group,
-         "The lowest AUC of a group shown."),
+         "The lowest AUC of a group shown. Its interval is the bootstrap interval of the "
+         "minimum over the groups (each resample's lowest group AUC, whichever group that "
+         "is), not the named group's own interval: that one is in the Groups table."),
         ("AUC gap", report.auc_gap, None, "Highest minus lowest group AUC; its interval is "
          "simultaneous, so one that excludes 0 is more than bootstrap noise."),
     ]
 
 
 def tile_caption(estimate: Estimate, group: str | None = None) -> str:
-    """The line under a headline tile: ``[group · ]95% CI low – high``, ``no interval``, or
-    ``undefined: <reason>`` (the tile itself then shows a dash)."""
+    """The line under a headline tile: ``95% CI low – high``, ``no interval``, or
+    ``undefined: <reason>`` (the tile itself then shows a dash).
+
+    With ``group`` (the worst-group tile) the line reads ``lowest: <group> · 95% CI of the
+    minimum low – high``: the interval is the minimum's over the groups, not the group's own.
+    """
     if estimate.value is None:
         detail = f"{UNDEFINED}: {estimate.note}" if estimate.note else UNDEFINED
     else:
         ci = interval(estimate)
-        detail = f"95% CI {ci}" if ci else "no interval"
-    return f"{group} · {detail}" if group else detail
+        of = " of the minimum" if group else ""
+        detail = f"95% CI{of} {ci}" if ci else "no interval"
+    return f"lowest: {group} · {detail}" if group else detail
 
 
 def small_group_hint(report: AttributeReport, min_n: int) -> str | None:
@@ -226,36 +235,32 @@ def small_group_hint(report: AttributeReport, min_n: int) -> str | None:
 
 
 def headline_table(report: AttributeReport) -> pd.DataFrame:
-    """One row per summary metric: ``metric, value, 95% CI, note``."""
+    """One row per summary metric: ``metric, value, 95% CI, note``.
+
+    An undefined value reads ``undefined``; its reason (like any other note) is in ``note``.
+    """
     rows = []
     for key, label in HEADLINE_METRICS:
         estimate: Estimate = getattr(report, key)
-        if key == "worst_group_auc" and report.worst_group:
-            label = f"{label} ({report.worst_group})"
-        rows.append({"metric": label, "value": number(estimate.value, estimate.note),
-                     "95% CI": interval(estimate),
-                     "note": estimate.note if estimate.value is not None else ""})
+        rows.append({"metric": headline_label(key, label, report),
+                     "value": number(estimate.value), "95% CI": interval(estimate),
+                     "note": estimate.note})
     return pd.DataFrame(rows)
 
 
 def group_table(report: AttributeReport) -> pd.DataFrame:
     """One row per group: n, positives, AUC with its interval, rates at the threshold, note.
 
-    A group whose AUC is undefined reads ``undefined (<reason>)``.
+    A group whose AUC is undefined reads ``undefined``; ``note`` says why, merged with the
+    group's own note (:func:`fairvlm.report.group_note`).
     """
-    rows = []
-    for group in report.groups:
-        reason = group.auc.note or group.note
-        rows.append({
-            "group": group.name, "n": group.n, "positives": group.positives,
-            "AUC": number(group.auc.value, reason), "95% CI": interval(group.auc),
-            "TPR": number(group.tpr), "FPR": number(group.fpr),
-            "selection rate": number(group.selection_rate),
-            "accuracy": number(group.accuracy),
-            "in summary": "yes" if group.shown else "no",
-            "note": "; ".join(dict.fromkeys(filter(None, (group.note, group.auc.note)))),
-        })
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{
+        "group": group.name, "n": group.n, "positives": group.positives,
+        "AUC": number(group.auc.value), "95% CI": interval(group.auc),
+        "TPR": number(group.tpr), "FPR": number(group.fpr),
+        "selection rate": number(group.selection_rate), "accuracy": number(group.accuracy),
+        "in summary": "yes" if group.shown else "no", "note": group_note(group),
+    } for group in report.groups])
 
 
 def distance_table(view: DistributionView) -> pd.DataFrame:
@@ -271,10 +276,10 @@ def distance_table(view: DistributionView) -> pd.DataFrame:
 
 
 def threshold_line(result: AuditResult) -> str:
-    """``Threshold 0.42, chosen on val (1,000 pairs) by Youden's J`` (or ``fixed``)."""
+    """``Threshold 0.42: Youden's J on validation (1,000 pairs of val).`` (the method's
+    :func:`~fairvlm.config.threshold_label`), or ``Threshold 0.5 (fixed).``"""
     threshold = result.threshold
     if threshold.chosen_on is None:
         return f"Threshold {threshold.value:.3g} (fixed)."
-    how = "Youden's J" if threshold.method == "youden" else "best F1"
-    return (f"Threshold {threshold.value:.3g}, chosen on {threshold.chosen_on} "
-            f"({threshold.n_chosen_on:,} pairs) by {how}.")
+    return (f"Threshold {threshold.value:.3g}: {threshold_label(threshold.method)} "
+            f"({threshold.n_chosen_on:,} pairs of {threshold.chosen_on}).")

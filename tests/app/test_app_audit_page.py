@@ -51,6 +51,10 @@ def _group_table(app: AppTest):
     return next(f.value for f in app.dataframe if "AUC" in f.value.columns).set_index("group")
 
 
+def _metrics_table(app: AppTest):
+    return next(f.value for f in app.dataframe if "metric" in f.value.columns).set_index("metric")
+
+
 def test_the_demo_audit_shows_tables_charts_and_summary(home: Path) -> None:
     app = _open(home)
     assert not app.error
@@ -63,16 +67,26 @@ def test_the_demo_audit_shows_tables_charts_and_summary(home: Path) -> None:
         prompts=loaded.default_prompts))
     assert app.info[0].value == plain(result.attributes[0].summary)
     predictions = result.predictions
-    shown = _group_table(app)
+    groups = _group_table(app)
+    report = result.attributes[0].report
     for group, members in predictions.groupby("race"):
-        assert shown.loc[group, "n"] == len(members)
-        assert shown.loc[group, "positives"] == members["label"].sum()
+        assert groups.loc[group, "n"] == len(members)
+        assert groups.loc[group, "positives"] == members["label"].sum()
         if len(members) >= 4 and members["label"].nunique() == 2:
             expected = roc_auc_score(members["label"], members["probability"])
-            assert shown.loc[group, "AUC"] == f"{expected:.3f}"
-        else:  # below the minimum group size or a single class: undefined, with the reason
-            assert shown.loc[group, "AUC"].startswith("undefined (")
-    assert shown["95% CI"].str.contains("–").any()
+            assert groups.loc[group, "AUC"] == f"{expected:.3f}"
+        else:  # below the minimum group size or a single class: undefined, reason in note
+            reason = next(g for g in report.groups if g.name == group).auc.note
+            assert groups.loc[group, "AUC"] == "undefined"
+            assert reason and reason in groups.loc[group, "note"]
+    assert groups["95% CI"].str.contains("–").any()
+    worst = report.worst_group_auc
+    assert any(shown(c.value) == (f"lowest: {report.worst_group} · 95% CI of the minimum "
+                                  f"{worst.ci_low:.3f} – {worst.ci_high:.3f}")
+               for c in app.caption)
+    threshold = result.threshold
+    assert any(f"Threshold {threshold.value:.3g}: Youden's J on validation "
+               f"({threshold.n_chosen_on:,} pairs of val)." in c.value for c in app.caption)
     distances = next(f.value for f in app.dataframe if "Sinkhorn S" in f.value.columns)
     assert set(distances["group"]) == set(predictions["race"])
     labels = {button.proto.label for button in app.get("download_button")}
@@ -81,6 +95,8 @@ def test_the_demo_audit_shows_tables_charts_and_summary(home: Path) -> None:
 
 def test_intersection_fixed_threshold_and_no_bootstrap(home: Path) -> None:
     app = _open(home)
+    assert app.selectbox(key="audit.threshold").options == [
+        "0.5 (fixed)", "Youden's J on validation", "best F1 on validation"]
     app.multiselect(key="audit.attributes").set_value(["race", "gender"])
     app.selectbox(key="audit.threshold").set_value("fixed")
     app.toggle(key="audit.bootstrap").set_value(False)
@@ -114,8 +130,14 @@ def test_groups_below_the_minimum_size_get_a_hint_and_dashed_tiles(home: Path) -
     tiles = {metric.label: metric.value for metric in app.metric}
     assert tiles["ES-AUC"] == tiles["Worst-group AUC"] == tiles["AUC gap"] == "–"
     assert tiles["AUC"] != "–"
-    reasons = [c.value for c in app.caption if shown(c.value).startswith("undefined: ")]
+    reasons = [shown(c.value) for c in app.caption if shown(c.value).startswith("undefined: ")]
     assert len(reasons) == 3
+    metrics = _metrics_table(app)  # the same reasons, in the note column, not in the value
+    es_auc = metrics.loc["ES-AUC = AUC / (1 + Σ|AUC_g − AUC|)"]
+    assert es_auc["value"] == "undefined"
+    assert f"undefined: {es_auc['note']}" in reasons
+    assert (groups["AUC"] == "undefined").all()
+    assert groups["note"].str.startswith("n = ").all()
 
 
 def test_display_widgets_reuse_the_audit_and_settings_reuse_the_embeddings(

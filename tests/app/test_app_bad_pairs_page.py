@@ -111,7 +111,10 @@ def test_a_decision_is_saved_at_once_and_counted(home: Path, expected) -> None:
     assert decisions["decision"].tolist() == ["exclude"]
     model = load_model(str(home / "tiny.safetensors"), device="cpu")
     assert decisions["model_fingerprint"].tolist() == [model.fingerprint]
-    assert any("1 exclusion ready for the next fine-tune" in s.value for s in app.success)
+    split = load_dataset(home / "demo" / "data").frame.set_index("id").loc[first, "split"]
+    expected_line = ("1 training pair to leave out of the next fine-tune" if split == "train"
+                     else "1 marked validation or test pair(s) stay evaluated")
+    assert any(expected_line in s.value for s in app.success)
     app.segmented_control(key=f"bad_pairs.decision.{first}").set_value("keep")
     run(app)
     assert book.decisions() == {first: "keep"} and book.exclusions() == []

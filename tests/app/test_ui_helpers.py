@@ -156,3 +156,86 @@ def test_warm_up_serves_only_the_newest_request(monkeypatch: pytest.MonkeyPatch)
     release.set()
     assert worker.wait(timeout=10)
     assert audited == [(1, ("gender",)), (4, ("gender",))]
+
+
+def _report(min_n: int = 1, n_bootstrap: int = 200):
+    """Scores of four groups of 30 pairs: Asian and Black score alike (worse than White),
+    Other holds one class only (its AUC is undefined)."""
+    from fairvlm.metrics import audit_attribute
+
+    rng = np.random.default_rng(4)
+    codes = np.repeat([0, 1, 2, 3], 30)
+    labels = np.where(codes == 3, 0, rng.integers(0, 2, size=120))
+    effect = np.array([0.25, 0.22, 0.6, 0.3])[codes]
+    scores = np.clip(labels * effect + rng.uniform(0, 0.6, 120), 0, 1)
+    return audit_attribute(labels, scores, codes, attribute="race", min_n=min_n,
+                           group_names={0: "Asian", 1: "Black", 2: "White", 3: "Other"},
+                           n_bootstrap=n_bootstrap, seed=0)
+
+
+def test_the_worst_group_tile_says_its_interval_is_the_minimums() -> None:
+    """The caption names the lowest group and calls the interval the minimum's, which is not
+    that group's own interval; the other tiles keep ``95% CI low – high``."""
+    from fairvlm.ui.audit_view import headline_tiles, tile_caption
+
+    report = _report()
+    tiles = {label: (estimate, group, meaning)
+             for label, estimate, group, meaning in headline_tiles(report)}
+    estimate, group, meaning = tiles["Worst-group AUC"]
+    assert group == report.worst_group == "Black"
+    own = next(g.auc for g in report.groups if g.name == "Black")
+    assert (own.ci_low, own.ci_high) != (estimate.ci_low, estimate.ci_high)
+    assert tile_caption(estimate, group) == (
+        f"lowest: Black · 95% CI of the minimum {estimate.ci_low:.3f} – {estimate.ci_high:.3f}")
+    assert "minimum over the groups" in meaning and "Groups table" in meaning
+    auc = tiles["AUC"][0]
+    assert tile_caption(auc) == f"95% CI {auc.ci_low:.3f} – {auc.ci_high:.3f}"
+    assert tile_caption(report.auc_gap) == (
+        f"95% CI {report.auc_gap.ci_low:.3f} – {report.auc_gap.ci_high:.3f}")
+
+
+def test_tables_say_undefined_and_put_the_reason_in_the_note() -> None:
+    """An undefined AUC or metric reads just ``undefined`` and its reason is the note (the
+    group's own note and its AUC's, each once); a defined value keeps its number."""
+    from fairvlm.ui.audit_view import group_table, headline_table
+
+    hidden = "n = 30 is below min_n = 40: hidden from the summary"
+    report = _report(min_n=40)  # every group (30 pairs) below min_n
+    groups = group_table(report).set_index("group")
+    assert list(groups["AUC"]) == ["undefined"] * 4
+    assert list(groups["note"]) == [hidden] * 4  # group note and AUC note alike: said once
+    metrics = headline_table(report).set_index("metric")
+    es_auc = "ES-AUC = AUC / (1 + Σ|AUC_g − AUC|)"
+    assert metrics.loc[es_auc, "value"] == "undefined"
+    assert metrics.loc[es_auc, "note"] == "fewer than two shown groups have a defined AUC"
+    assert metrics.loc["AUC", "value"] == f"{report.auc.value:.3f}"
+    assert not metrics["value"].str.startswith("undefined (").any()
+
+    report = _report()
+    groups = group_table(report).set_index("group")
+    assert groups.loc["Other", "AUC"] == "undefined"
+    assert groups.loc["Other", "note"] == "AUC and TPR undefined: no positives"
+    black = next(g for g in report.groups if g.name == "Black")
+    assert (groups.loc["Black", "AUC"], groups.loc["Black", "note"]) == (
+        f"{black.auc.value:.3f}", "")
+    metrics = headline_table(report).set_index("metric")
+    assert metrics.loc["worst-group AUC (lowest: Black)", "value"] == f"{black.auc.value:.3f}"
+
+
+def test_threshold_line_and_selectbox_share_the_method_labels() -> None:
+    from types import SimpleNamespace
+
+    from fairvlm.audit import Threshold
+    from fairvlm.config import THRESHOLD_METHODS, threshold_label
+    from fairvlm.ui.audit_view import threshold_line
+
+    def line(threshold: Threshold) -> str:
+        return threshold_line(SimpleNamespace(threshold=threshold))
+
+    assert line(Threshold(0.0348, "youden", "val", 1000)) == (
+        "Threshold 0.0348: Youden's J on validation (1,000 pairs of val).")
+    assert line(Threshold(0.41, "f1", "val", 100)) == (
+        "Threshold 0.41: best F1 on validation (100 pairs of val).")
+    assert line(Threshold(0.5, "fixed")) == "Threshold 0.5 (fixed)."
+    assert [threshold_label(m) for m in THRESHOLD_METHODS] == [
+        "0.5 (fixed)", "Youden's J on validation", "best F1 on validation"]

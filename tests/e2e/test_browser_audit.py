@@ -52,11 +52,12 @@ def test_audit_and_bad_pairs_pages(app_server, browser_page, tiny_checkpoint: Pa
     browser_page.screenshot("audit-page")
 
     page.get_by_role("link", name="Bad pairs").click()
-    page.get_by_text("0 exclusions ready for the next fine-tune").wait_for(
+    page.get_by_text("0 training pairs to leave out of the next fine-tune").wait_for(
         timeout=LOAD_TIMEOUT_MS)
     _wait_until_idle(page)
     page.get_by_role("radio", name="Exclude").first.click()  # a segmented-control option
-    page.get_by_text("1 exclusion ready for the next fine-tune").wait_for(
+    page.get_by_text(re.compile(  # a training pair, or one of validation or test (kept)
+        r"1 training pair to leave out|1 marked validation or test pair")).first.wait_for(
         timeout=LOAD_TIMEOUT_MS)
     _wait_until_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
