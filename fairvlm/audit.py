@@ -299,7 +299,7 @@ def run_audit(table: PairTable, loaded_model: LoadedModel, config: AuditConfig |
         data={"name": table.name, "source": table.source, "n_pairs": len(table),
               "split_sizes": {split: int(n) for split, n in
                               table.frame["split"].value_counts().sort_index().items()},
-              "loader_warnings": list(table.warnings)},
+              "loader_warnings": list(table.warnings), "synthetic": table.synthetic},
         model={"spec": loaded_model.spec, "arch": loaded_model.arch,
                "device": loaded_model.device, "logit_scale": loaded_model.logit_scale,
                "prompts": ({str(k): v for k, v in prompts.items()} if prompts else None)},

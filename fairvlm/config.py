@@ -23,20 +23,15 @@ from fairvlm.data.table import SPLITS
 from fairvlm.errors import ConfigError
 from fairvlm.metrics import DEFAULT_MIN_N
 from fairvlm.metrics._groups import UNKNOWN_POLICIES
-from fairvlm.metrics._thresholds import THRESHOLD_METHODS
+from fairvlm.metrics._thresholds import (  # noqa: F401 (threshold labels: re-exported)
+    THRESHOLD_LABELS,
+    THRESHOLD_METHODS,
+    threshold_label,
+)
 
 SCORERS: tuple[str, ...] = ("zero-shot", "linear-probe")
 FIXED_THRESHOLD = 0.5
-# How each threshold method reads in the app and the reports.
-THRESHOLD_LABELS: dict[str, str] = {"fixed": "0.5 (fixed)", "youden": "Youden's J on validation",
-                                    "f1": "best F1 on validation"}
 INTERSECTION_SEPARATOR = "&"
-
-
-def threshold_label(method: str) -> str:
-    """A threshold method (:data:`THRESHOLD_METHODS`) in words: ``youden`` reads ``Youden's J
-    on validation``; an unknown key reads as itself."""
-    return THRESHOLD_LABELS.get(method, method)
 
 
 def attribute_label(name: str) -> str:

@@ -111,7 +111,9 @@ def test_threshold_and_worst_group_read_in_words(files, result) -> None:
 
 
 def test_synthetic_data_are_marked_at_the_top(result) -> None:
-    marked = render_html(replace(result, data={**result.data, "synthetic": True}))
+    assert result.data["synthetic"] is True  # the generated demo (its demo_config.json)
+    marked = render_html(result)
     assert marked.count(SYNTHETIC_NOTE) == 1
     assert marked.index(SYNTHETIC_NOTE) < marked.index("<dl class='facts'>")
-    assert SYNTHETIC_NOTE not in render_html(result)  # unmarked data: no claim either way
+    unmarked = render_html(replace(result, data={**result.data, "synthetic": False}))
+    assert SYNTHETIC_NOTE not in unmarked  # other data: no claim either way

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fairvlm.data.demo import read_demo_manifest
 from fairvlm.data.images import DEFAULT_NPZ_KEY, REF_SEPARATOR, read_image, read_npz
 from fairvlm.data.manifest import read_tabular, skip_warnings
 from fairvlm.data.table import UNKNOWN_NAME, Attribute, PairTable, check_note_length
@@ -171,7 +172,8 @@ def load_fairvlmed(
         parts.append(f"{SUMMARY_FILE} filled " + ", ".join(
             f"{field} for {count} files" for field, count in sorted(filled.items())))
     return PairTable(frame, attributes, source="; ".join(parts), name=root.name,
-                     warnings=warnings + notes_warnings)
+                     warnings=warnings + notes_warnings,
+                     synthetic=read_demo_manifest(root) is not None)
 
 
 def _split_folders(root: Path) -> dict[str, Path]:

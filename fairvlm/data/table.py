@@ -93,6 +93,9 @@ class PairTable:
     warnings
         One line per thing a loader skipped or counted (an unreadable file, a notes row
         matching no image), so a caller can show what was left out.
+    synthetic
+        True for data fairvlm generated (the demo, marked by its ``demo_config.json``): the
+        audit records it and its reports say so.
     """
 
     frame: pd.DataFrame
@@ -100,6 +103,7 @@ class PairTable:
     source: str = ""
     name: str = "data"
     warnings: list[str] = field(default_factory=list)
+    synthetic: bool = False
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +131,7 @@ class PairTable:
         """A new table holding only ``split``'s rows."""
         rows = self.frame.iloc[self.split_indices(split)]
         return PairTable(rows, dict(self.attributes), source=self.source, name=self.name,
+                         synthetic=self.synthetic,
                          warnings=list(self.warnings))
 
     def attribute(self, name: str) -> Attribute:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fairvlm.metrics._report import AttributeReport, Estimate
+from fairvlm.metrics._thresholds import threshold_label
 
 
 def summarize(report: AttributeReport) -> str:
@@ -27,7 +28,7 @@ def summarize(report: AttributeReport) -> str:
         sentences.append(f"ES-AUC {_fmt(report.es_auc.value)} against an overall AUC of "
                          f"{_fmt(report.auc.value)}.")
     sentences.append(
-        f"At threshold {report.threshold:.3g} ({report.threshold_method}): "
+        f"At threshold {report.threshold:.3g} ({threshold_label(report.threshold_method)}): "
         f"DPD {_fmt(report.dpd.value)}, DEOdds {_fmt(report.deodds.value)}.")
     sentences.extend(f"Note: {note}." for note in report.notes)
     return " ".join(sentences)

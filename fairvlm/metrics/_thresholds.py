@@ -9,6 +9,15 @@ from fairvlm.metrics._auc import roc_counts
 from fairvlm.metrics._inputs import check_labels_and_scores
 
 THRESHOLD_METHODS = ("fixed", "youden", "f1")
+# How each threshold method reads in the app, the summaries and the reports.
+THRESHOLD_LABELS: dict[str, str] = {"fixed": "0.5 (fixed)", "youden": "Youden's J on validation",
+                                    "f1": "best F1 on validation"}
+
+
+def threshold_label(method: str) -> str:
+    """A threshold method (:data:`THRESHOLD_METHODS`) in words: ``youden`` reads ``Youden's J
+    on validation``; an unknown key reads as itself."""
+    return THRESHOLD_LABELS.get(method, method)
 
 
 def choose_threshold(y_true: np.ndarray, y_score: np.ndarray, *, method: str = "youden") -> float:

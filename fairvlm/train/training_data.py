@@ -98,5 +98,5 @@ def exclude_pairs(table: PairTable, ids: tuple[str, ...]) -> tuple[PairTable, di
     counts = {"train": int(dropped.sum()), "evaluated": int((matched & ~dropped).sum()),
               "unknown": len(wanted) - int(matched.sum())}
     kept = PairTable(table.frame[~dropped], dict(table.attributes), source=table.source,
-                     name=table.name, warnings=list(table.warnings))
+                     name=table.name, warnings=list(table.warnings), synthetic=table.synthetic)
     return kept, counts

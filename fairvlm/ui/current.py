@@ -51,11 +51,10 @@ def load_choice(choice: DataChoice) -> PairTable:
     with st.spinner(f"Loading {plain(path.name)} ..."):
         table = cache.load_table(str(path), choice.attributes, cache.path_stamp(path),
                                  tuple(str(root) for root in roots))
-    synthetic = read_demo_manifest(path if path.is_dir() else path.parent) is not None
     name = choice.origin or (DEMO_NAME if choice.kind == "demo" else table.name)
     state.set_loaded_data(LoadedData(name=name, n_pairs=len(table),
                                      fingerprint=table.fingerprint(), path=str(path),
-                                     synthetic=synthetic))
+                                     synthetic=table.synthetic))
     return table
 
 

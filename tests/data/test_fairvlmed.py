@@ -338,3 +338,10 @@ def test_duplicate_ids_across_splits_refused(tmp_path):
     write_npz(tmp_path / "Test" / "data_00000.npz", 0)
     with pytest.raises(DataError, match="field id: duplicate sample id 'data_00000'"):
         load_fairvlmed(tmp_path)
+
+
+def test_only_generated_demo_folders_are_synthetic(tmp_path, small_demo_dir):
+    make_tree(tmp_path)
+    assert load_fairvlmed(tmp_path).synthetic is False  # no demo_config.json
+    demo = load_fairvlmed(small_demo_dir)
+    assert demo.synthetic is True and demo.subset("test").synthetic is True
