@@ -91,12 +91,16 @@ class Change:
                    int(data.get("n_undefined") or 0))
 
     def text(self) -> str:
-        """``+0.012 [-0.004, +0.027]``, ``+0.012`` without an interval, ``undefined``."""
+        """``+0.012 [-0.004, +0.027]``, ``+0.012`` without an interval, ``undefined``; with
+        four decimals when a nonzero number would round to ``0.000`` (an interval just off
+        0 must not read as touching it)."""
         if self.delta is None:
             return "undefined"
-        if self.ci_low is None or self.ci_high is None:
-            return f"{self.delta:+.3f}"
-        return f"{self.delta:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}]"
+        numbers = [self.delta] if self.ci_low is None or self.ci_high is None else [
+            self.delta, self.ci_low, self.ci_high]
+        digits = 4 if any(0 < abs(x) < 5e-4 for x in numbers) else 3
+        shown = [f"{x:+.{digits}f}" for x in numbers]
+        return shown[0] if len(shown) == 1 else f"{shown[0]} [{shown[1]}, {shown[2]}]"
 
 
 @dataclass(frozen=True)
