@@ -96,7 +96,8 @@ def test_compare_the_model_in_use_with_a_finished_run(home: Path) -> None:
         assert table.loc[metric, baseline].startswith(f"{value:.3f} [")
         assert table.loc[metric, label].startswith(f"{after[metric]:.3f} [")
         change = after[metric] - value  # then the paired interval (tests/test_compare.py)
-        assert table.loc[metric, delta_column(label)].startswith(f"{change:+.3f} [")
+        delta_text = table.loc[metric, delta_column(label)]
+        assert float(delta_text.split(" [")[0]) == pytest.approx(change, abs=5e-4)
 
     comparison = app.session_state["compare.result"]
     assert not comparison.undefined_reasons()  # min_n 1: every value defined, no expander

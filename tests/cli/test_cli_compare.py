@@ -11,6 +11,7 @@ from cli_runner import Outcome, run_fairvlm
 from model_files import random_demo_checkpoint
 
 from fairvlm.compare import HTML_FILE, JSON_FILE
+from fairvlm.metrics import Change
 from fairvlm.train.config import TrainConfig
 from fairvlm.train.loop import train
 
@@ -62,7 +63,7 @@ def test_compare_writes_the_report_and_prints_every_change(compared, finished_ru
     auc = next(line for line in lines if line.startswith("AUC  "))
     for row in data["table"]:
         if row["metric"] == "AUC" and row["model"] != labels[0]:
-            shown = f"{row['delta']:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]"
+            shown = Change(row["delta"], row["delta_low"], row["delta_high"]).text()
             verdict = {True: " better", False: " worse"}.get(row["improved"], "")
             assert shown + verdict in auc
 

@@ -14,6 +14,7 @@ from cli_runner import Outcome
 from cli_runner import run_fairvlm as run_cli
 
 from fairvlm.data import load_dataset
+from fairvlm.metrics import Change
 from fairvlm.mining import LossMemory, flagged_pairs
 from fairvlm.train.config import read_exclusions
 
@@ -57,7 +58,7 @@ def test_train_writes_a_complete_run_folder_and_a_summary(trained):
     change = evaluation["change_from_start"]["summary"]["es_auc"]
     assert es_auc.split()[1:4] == [f"{evaluation['start_test']['es_auc']:.3f}", "->",
                                    f"{evaluation['test']['es_auc']['value']:.3f}"]
-    assert es_auc.split()[4] == f"{change['delta']:+.3f}"
+    assert es_auc.split()[4] == Change.from_dict(change).text().split()[0]
     assert es_auc.endswith({0: "within noise", 1: "higher", -1: "lower"}[change["sign"]])
     flagged = evaluation["flagged"]
     assert f"{flagged['faulty']} faulty, {flagged['noisy']} noisy" in lines[-1]
