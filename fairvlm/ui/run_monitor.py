@@ -121,7 +121,8 @@ def change_from_start(evaluation: Mapping[str, Any], key: str) -> TileChange | N
     if change.delta is None:
         return None
     words = "measurable" if change.sign else change.verdict
-    return TileChange(f"{change.delta:+.3f} vs start", "normal" if change.sign else "off",
+    delta = change.text().split(" [", 1)[0]  # as many decimals as the interval needs
+    return TileChange(f"{delta} vs start", "normal" if change.sign else "off",
                       f"Change from the starting model on the same test pairs: "
                       f"{change.text()} (paired 95% interval), {words}.")
 

@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest
 from fairvlm import jobs
 from fairvlm.data import load_dataset
 from fairvlm.decisions import DecisionFile
+from fairvlm.metrics import Change
 from fairvlm.models.architectures import DEMO_ARCH
 from fairvlm.runs import RunDir, RunStatus, list_runs, process_alive
 from fairvlm.train.config import TrainConfig
@@ -125,7 +126,7 @@ def test_a_tiny_run_reaches_done_and_shows_its_results(home: Path) -> None:
         assert tiles[label] == f"{evaluation[split][key]['value']:.3f}"
     (test_auc,) = [metric for metric in app.metric if metric.label == "Test AUC"]
     change = evaluation["change_from_start"]["summary"]["auc"]
-    assert test_auc.delta == f"{change['delta']:+.3f} vs start"
+    assert test_auc.delta == f"{Change.from_dict(change).text().split(' [')[0]} vs start"
     assert f"{change['delta']:+.3f} [{change['ci_low']:+.3f}, " in test_auc.proto.help
     runs_table = app.dataframe[0].value
     assert runs_table["state"].tolist() == ["done"]
