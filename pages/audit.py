@@ -31,6 +31,7 @@ SCORER_LABELS = {"zero-shot": "zero-shot (class prompts)",
                  "linear-probe": "linear probe (fit on train)"}
 DEFAULT_BOOTSTRAP = 1000
 STATISTICS = {"loss": "per-pair loss", "similarity": "image-text similarity"}
+GROUP_WIDTH_PX = 140  # "Black & Female" in full; longer intersection names are cut
 CI_WIDTH_PX = 115  # "0.871 – 0.947" in full
 VALUE_WIDTH_PX = 90  # "undefined" in full (its reason is in the note column)
 METRIC_WIDTH_PX = 300  # the longest metric name but fairlearn's convention's, in full
@@ -193,7 +194,7 @@ def charts(audited: AttributeAudit) -> None:
 def tables(audited: AttributeAudit) -> None:
     st.markdown("**Groups**")
     data_table.show(audit_view.group_table(audited.report), column_config={
-        "group": st.column_config.TextColumn(width="medium", pinned=True),
+        "group": st.column_config.TextColumn(width=GROUP_WIDTH_PX, pinned=True),
         "n": st.column_config.NumberColumn(format="localized"),
         "positives": st.column_config.NumberColumn(format="localized"),
         "AUC": st.column_config.TextColumn(width=VALUE_WIDTH_PX),

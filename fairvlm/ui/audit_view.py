@@ -259,7 +259,7 @@ def group_table(report: AttributeReport) -> pd.DataFrame:
         "AUC": number(group.auc.value), "95% CI": interval(group.auc),
         "TPR": number(group.tpr), "FPR": number(group.fpr),
         "selection rate": number(group.selection_rate), "accuracy": number(group.accuracy),
-        "in summary": "yes" if group.shown else "no", "note": group_note(group),
+        "note": group_note(group),  # says when the group is hidden from the summary
     } for group in report.groups])
 
 
