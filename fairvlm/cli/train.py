@@ -49,8 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "read or inferred from the file (e.g. ViT-B-16)")
     data.add_argument("--attribute", metavar="NAME", help="the protected attribute, e.g. race")
     data.add_argument("--exclude", metavar="FILE", type=Path,
-                      help="pair ids to leave out (.txt, or .csv/.json with an id column, "
-                      "e.g. a `fairvlm mine` export)")
+                      help="ids of training pairs to leave out (.txt, or .csv/.json with an "
+                      "id column, e.g. a `fairvlm mine` export); validation and test pairs "
+                      "stay evaluated")
     fair = parser.add_argument_group("objective")
     fair.add_argument("--lambda", dest="lam", type=float, help="weight of the fairness term "
                       "(0: off; default 0.1)")
