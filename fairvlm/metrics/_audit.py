@@ -298,11 +298,14 @@ def _estimate(value: float, interval: tuple[float | None, float | None, int] | N
     if interval is None:
         return Estimate(float(value))
     low, high, n_undefined = interval
-    note = ""
+    notes = []
     if n_undefined:
-        note = (f"CI leaves out {n_undefined} resamples in which a group it needs had a "
-                "single class")
-    return Estimate(float(value), low, high, note)
+        notes.append(f"CI leaves out {n_undefined} resamples in which a group it needs had a "
+                     "single class")
+    if low is not None and low == high:
+        notes.append(f"every resample gave {low:.3f}: an interval without spread understates "
+                     "the uncertainty (e.g. a small group whose scores separate perfectly)")
+    return Estimate(float(value), low, high, "; ".join(notes))
 
 
 def _with_note(estimate: Estimate, note: str) -> Estimate:

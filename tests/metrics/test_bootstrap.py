@@ -108,6 +108,19 @@ def test_undefined_resamples_are_counted_in_a_note() -> None:
     assert note.startswith("CI leaves out") and "single class" in note
 
 
+def test_an_interval_without_spread_says_it_understates_the_uncertainty() -> None:
+    y, scores, codes = _data(7, 300)
+    in_c = codes == 2
+    scores = scores.astype(float).copy()
+    scores[in_c] = y[in_c] + 0.1 * np.arange(in_c.sum()) / in_c.sum()  # c: perfectly separated
+    report = audit_attribute(y, scores, codes, group_names=NAMES, min_n=1, n_bootstrap=200)
+    c = report.group("c").auc
+    assert (c.value, c.ci_low, c.ci_high) == (1.0, 1.0, 1.0)
+    assert c.note == ("every resample gave 1.000: an interval without spread understates the "
+                      "uncertainty (e.g. a small group whose scores separate perfectly)")
+    assert "every resample" not in report.group("a").auc.note  # an interval with spread
+
+
 def test_overall_auc_interval_covers_the_true_auc() -> None:
     """Binormal scores with unit variances: the true AUC is Phi(d / sqrt 2)."""
     d = 1.0
