@@ -311,6 +311,7 @@ def done(run: RunDir) -> None:
             tile.metric(label, f"{value:.3f}", help=note)
         else:
             tile.metric(label, f"{value:.3f}", delta=change.delta, delta_color=change.colour,
+                        delta_arrow=change.arrow,
                         help=" ".join(filter(None, (note, change.help))))
     if evaluation.get("change_from_start"):
         st.caption("Under the test tiles: the change from the starting model on the same test "

@@ -111,8 +111,9 @@ def dbpm_idle_note(config: Mapping[str, Any]) -> str | None:
 
 def change_from_start(evaluation: Mapping[str, Any], key: str) -> TileChange | None:
     """A test tile's change from the starting model (``key``: ``auc`` or ``es_auc``): delta
-    ``+0.006 vs start`` coloured ``normal`` (green up, red down) when the paired interval
-    excludes 0 and ``off`` (grey) when it holds 0, the interval in words for the tile's help;
+    ``+0.006 vs start`` coloured ``normal`` (green up, red down, with an arrow) when the paired
+    interval excludes 0 and ``off`` (grey, no arrow) when it holds 0, the interval in words
+    for the tile's help;
     None without a defined change (an older run, no test split, an undefined metric)."""
     summary = (evaluation.get("change_from_start") or {}).get("summary") or {}
     if key not in summary:
@@ -123,6 +124,7 @@ def change_from_start(evaluation: Mapping[str, Any], key: str) -> TileChange | N
     words = "measurable" if change.sign else change.verdict
     delta = change.text().split(" [", 1)[0]  # as many decimals as the interval needs
     return TileChange(f"{delta} vs start", "normal" if change.sign else "off",
+                      "auto" if change.sign else "off",
                       f"Change from the starting model on the same test pairs: "
                       f"{change.text()} (paired 95% interval), {words}.")
 
@@ -130,10 +132,12 @@ def change_from_start(evaluation: Mapping[str, Any], key: str) -> TileChange | N
 @dataclass(frozen=True)
 class TileChange:
     """What :func:`change_from_start` gives a ``st.metric`` tile: ``delta``, ``colour``
-    (``delta_color``) and ``help``."""
+    (``delta_color``), ``arrow`` (``delta_arrow``: none for a change within noise) and
+    ``help``."""
 
     delta: str
     colour: str
+    arrow: str
     help: str
 
 

@@ -216,13 +216,13 @@ def test_monitor_tables_from_hand_made_records() -> None:
     change = {"delta": 0.0123, "ci_low": -0.004, "ci_high": 0.0271}
     assert run_monitor.change_from_start({"change_from_start": {"summary": {
         "auc": change}}}, "auc") == run_monitor.TileChange(
-        "+0.012 vs start", "off", "Change from the starting model on the same test pairs: "
+        "+0.012 vs start", "off", "off",
+        "Change from the starting model on the same test pairs: "
         "+0.012 [-0.004, +0.027] (paired 95% interval), within noise.")
     measurable = run_monitor.change_from_start({"change_from_start": {"summary": {
         "auc": {**change, "ci_low": 0.001}}}}, "auc")
-    assert (measurable.colour, measurable.help.endswith("[+0.001, +0.027] (paired 95% "
-                                                        "interval), measurable.")) == (
-        "normal", True)
+    assert (measurable.colour, measurable.arrow, measurable.help.endswith(
+        "[+0.001, +0.027] (paired 95% interval), measurable.")) == ("normal", "auto", True)
     assert run_monitor.change_from_start({"change_from_start": {"summary": {
         "es_auc": {"delta": None}}}}, "es_auc") is None
     assert run_monitor.change_from_start({}, "auc") is None  # a run from before the change
