@@ -38,7 +38,7 @@ def test_two_launches_at_once_finish_in_their_own_run_folders(tmp_path, tiny_con
         status = run.read_status()
         assert status.step == status.total == 6  # 168 training pairs in batches of 32
         log = run.log_path.read_text()
-        assert str(run.path) in log and "done: selected epoch 0" in log
+        assert str(run.path) in log and "done: epoch 1 selected by validation" in log
         other = second if run is first else first
         assert str(other.path) not in log
         checkpoint, selection = jobs.selected_checkpoint(run)

@@ -65,6 +65,7 @@ from fairvlm.train.evaluation import (
     Selection,
     attribute_report,
     change_from_start,
+    describe_selection,
     report_summary,
 )
 from fairvlm.train.losses import (
@@ -228,9 +229,9 @@ class _Trainer:
             for epoch in range(start_epoch, self.config.epochs):
                 verdict = self.memory.begin_epoch(epoch)
                 if verdict is not None and start_step == 0:
-                    self._log(f"epoch {epoch}: DBPM flags {int(verdict.noisy.sum())} noisy and "
-                              f"{int(verdict.faulty.sum())} faulty pairs (mu {verdict.mu:.4f}, "
-                              f"sigma {verdict.sigma:.4f})")
+                    self._log(f"{self._epoch(epoch)}: DBPM flags {int(verdict.noisy.sum())} "
+                              f"noisy and {int(verdict.faulty.sum())} faulty pairs (mu "
+                              f"{verdict.mu:.4f}, sigma {verdict.sigma:.4f})")
                 batches = self.sampler.global_batches(epoch)[start_step:]
                 local = slice(self.job.rank * self.sampler.local_batch_size,
                               (self.job.rank + 1) * self.sampler.local_batch_size)
@@ -277,7 +278,7 @@ class _Trainer:
             self.run.truncate_metrics(self.step if latest is not None else -1)
             if latest is not None:
                 self.memory.save(self.run.memory_path)
-                self._log(f"resumed from {latest.model_path.name} at epoch {start[0]}, "
+                self._log(f"resumed from {latest.model_path.name} at {self._epoch(start[0])}, "
                           f"step {self.step}")
             else:
                 self._log_start()
@@ -405,9 +406,10 @@ class _Trainer:
             "val": summary, "selected_epoch": self.selection.epoch,
         }
         self.run.append_metrics(record)
-        self._log(f"epoch {epoch}: loss {record.get('loss', float('nan')):.4f}, validation "
-                  f"AUC {_fmt(summary['auc'])}, ES-AUC {_fmt(summary['es_auc'])} "
-                  f"({self.data.attribute.name}); selected epoch {self.selection.epoch}")
+        self._log(f"{self._epoch(epoch)}: loss {record.get('loss', float('nan')):.4f}, "
+                  f"validation AUC {_fmt(summary['auc'])}, ES-AUC {_fmt(summary['es_auc'])} "
+                  f"({self.data.attribute.name}); best so far "
+                  f"{self._epoch(self.selection.epoch or 0)}")
         self._checkpoint(epoch, self.steps_per_epoch, epoch_end=True)
         self.run.update_status(epoch=epoch, step=self.step,
                                eta_s=self._clock.eta(self.step, self.total))
@@ -446,8 +448,7 @@ class _Trainer:
         self.run.update_status(state="done", epoch=self.config.epochs - 1, step=self.step,
                                eta_s=0.0)
         summaries = {split: report_summary(report) for split, report in reports.items()}
-        self._log(f"done: selected epoch {self.selection.epoch} by validation "
-                  f"{self.config.selection}; test AUC "
+        self._log(f"done: {describe_selection(self.selection.to_dict())} Test AUC "
                   f"{_fmt(summaries.get('test', {}).get('auc'))}, ES-AUC "
                   f"{_fmt(summaries.get('test', {}).get('es_auc'))}")
         return TrainResult(self.run.path, "done", self.step, self.total,
@@ -461,7 +462,8 @@ class _Trainer:
             self._checkpoint(epoch, epoch_step, epoch_end=False)
         if self.run is not None:
             self.run.update_status(state="cancelled", epoch=epoch, step=self.step, eta_s=None)
-            self._log(f"cancelled at epoch {epoch}, step {self.step}; resume with --resume")
+            self._log(f"cancelled at {self._epoch(epoch)}, step {self.step}; resume with "
+                      "--resume")
         return TrainResult(self.run_dir.path, "cancelled", self.step, self.total)
 
     def _fail(self, error: BaseException) -> None:
@@ -539,6 +541,11 @@ class _Trainer:
             stem = path.name.split(".", 1)[0]
             if path.name.startswith(".") or stem not in complete:
                 path.unlink(missing_ok=True)
+
+    def _epoch(self, epoch: int) -> str:
+        """``epoch 2/6``: an epoch index (from 0, as in checkpoint names) counted from 1, as
+        the app and ``fairvlm train`` count."""
+        return f"epoch {epoch + 1}/{self.config.epochs}"
 
     def _stop_requested(self, stop: StopRequest | None) -> bool:
         requested = stop is not None and stop.requested

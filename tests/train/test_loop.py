@@ -69,7 +69,8 @@ def test_run_folder_is_complete(finished):
     evaluation = json.loads(run.eval_path.read_text())
     assert {"selection", "checkpoint", "val", "test", "flagged", "prompts"} <= evaluation.keys()
     log = run.log_path.read_text()
-    assert "starting model" in log and "done: selected epoch" in log
+    assert "starting model" in log and "done: epoch 1 selected by validation" in log
+    assert "epoch 2/2: loss " in log  # epochs counted from 1 (checkpoints e0000, e0001)
     assert LossMemory.load(run.memory_path).epochs == 2
 
 
