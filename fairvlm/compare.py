@@ -154,14 +154,19 @@ class Comparison:
     def undefined_reasons(self) -> list[str]:
         """Why the values :meth:`side_by_side` shows as ``undefined`` are undefined: one line
         per attribute, metric and reason, ``attribute · metric (models): reason``."""
+        return self._note_lines(defined=False)
+
+    def value_notes(self) -> list[str]:
+        """What the notes of *defined* values say (an interval without spread, resamples left
+        out of an interval), in the lines of :meth:`undefined_reasons`."""
+        return self._note_lines(defined=True)
+
+    def _note_lines(self, *, defined: bool) -> list[str]:
         rows = self.rows()
-        undefined = rows[rows["value"].isna() & rows["note"].fillna("").astype(bool)]
-        lines = []
-        for (attribute, metric, note), part in undefined.groupby(
-                ["attribute", "metric", "note"], sort=False):
-            models = ", ".join(part["model"])
-            lines.append(f"{attribute} · {metric} ({models}): {note}")
-        return lines
+        noted = rows[(rows["value"].notna() == defined) & rows["note"].fillna("").astype(bool)]
+        return [f"{attribute} · {metric} ({', '.join(part['model'])}): {note}"
+                for (attribute, metric, note), part in noted.groupby(
+                    ["attribute", "metric", "note"], sort=False)]
 
     def improvement(self) -> pd.DataFrame:
         """Shaped like :meth:`side_by_side`'s delta columns: True (measurably better), False
@@ -407,12 +412,15 @@ def _table_section(comparison: Comparison) -> str:
 
 def _undefined_list(comparison: Comparison) -> str:
     """Under the table: why each ``undefined`` value is undefined
-    (:meth:`Comparison.undefined_reasons`); empty when every value is defined."""
-    reasons = comparison.undefined_reasons()
-    if not reasons:
-        return ""
-    items = "".join(f"<li>{_e(line)}</li>" for line in reasons)
-    return f"<h3>Why values are undefined</h3><ul class='undefined'>{items}</ul>"
+    (:meth:`Comparison.undefined_reasons`) and the notes on defined values
+    (:meth:`Comparison.value_notes`); each list only when it has lines."""
+    parts = []
+    for title, lines in (("Why values are undefined", comparison.undefined_reasons()),
+                         ("Notes on values", comparison.value_notes())):
+        if lines:
+            items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+            parts.append(f"<h3>{title}</h3><ul class='undefined'>{items}</ul>")
+    return "".join(parts)
 
 
 def _provenance(comparison: Comparison) -> str:

@@ -157,11 +157,12 @@ def show(comparison: Comparison) -> None:
                                                                          pinned=True),
                                    "n": st.column_config.NumberColumn(format="localized"),
                                    **estimates, **changes})
-    reasons = comparison.undefined_reasons()
-    if reasons:
-        with st.expander(f"Why {len(reasons)} value(s) are undefined"):
-            for line in reasons:
-                st.caption(plain(line))
+    for title, lines in (("Why {} value(s) are undefined", comparison.undefined_reasons()),
+                         ("Notes on {} value(s)", comparison.value_notes())):
+        if lines:
+            with st.expander(title.format(len(lines))):
+                for line in lines:
+                    st.caption(plain(line))
     download(comparison)
     st.subheader("Group AUCs and loss distributions")
     for tab, attribute in zip(st.tabs(list(comparison.attributes)), comparison.attributes,

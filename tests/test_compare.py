@@ -33,6 +33,7 @@ from fairvlm.compare import (
 from fairvlm.config import AuditConfig
 from fairvlm.data import load_dataset
 from fairvlm.errors import ConfigError, DataError
+from fairvlm.metrics import Estimate
 from fairvlm.metrics._bootstrap import draw_resample_indices
 from fairvlm.models import load_model
 from fairvlm.report import SYNTHETIC_NOTE
@@ -239,3 +240,20 @@ def test_report_header_reads_in_words(comparison, results) -> None:
     page = render_html(compare([ComparedModel(label, f"spec-{i}", result) for i, (label, result)
                                 in enumerate(zip(LABELS, unmarked, strict=True))]))
     assert SYNTHETIC_NOTE not in page
+
+
+def test_notes_on_defined_values_are_listed_apart_from_undefined_reasons(results) -> None:
+    """A defined value with a note (here an interval without spread) is listed under 'Notes
+    on values', in the page's lines and the report, not among the undefined ones."""
+    first, second = results
+    note = "every resample gave 0.500: an interval without spread understates the uncertainty"
+    race = first.attribute("race")
+    noted = dataclasses.replace(race, report=dataclasses.replace(
+        race.report, auc=Estimate(0.5, 0.5, 0.5, note)))
+    marked = dataclasses.replace(first, attributes=tuple(
+        noted if audited.name == "race" else audited for audited in first.attributes))
+    comparison = compare([ComparedModel("a", "x", marked), ComparedModel("b", "y", second)])
+    assert comparison.value_notes() == [f"race · AUC (a): {note}"]
+    assert all(note not in line for line in comparison.undefined_reasons())
+    page = render_html(comparison)
+    assert "<h3>Notes on values</h3>" in page and f"race · AUC (a): {note}" in page

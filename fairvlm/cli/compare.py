@@ -115,4 +115,5 @@ def render_summary(comparison: Comparison) -> str:
             body.append(tuple(cells))
         lines += ["", attribute, *text_table([header, *body])]
     lines += [f"undefined: {line}" for line in comparison.undefined_reasons()]
+    lines += [f"note: {line}" for line in comparison.value_notes()]
     return "\n".join(lines)
