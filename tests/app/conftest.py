@@ -16,3 +16,16 @@ def app_home(tmp_path_factory: pytest.TempPathFactory, small_demo_dir: Path,
     shutil.copytree(small_demo_dir, home / "demo" / "data")
     shutil.copy(tiny_checkpoint, home / "tiny.safetensors")
     return home
+
+
+@pytest.fixture()
+def fresh_home(tmp_path: Path, small_demo_dir: Path, tiny_checkpoint: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A FAIRVLM_HOME of this test alone (and the only data root) with the small demo and the
+    tiny checkpoint, set in the environment."""
+    home = tmp_path / "home"
+    shutil.copytree(small_demo_dir, home / "demo" / "data")
+    shutil.copy(tiny_checkpoint, home / "tiny.safetensors")
+    monkeypatch.setenv("FAIRVLM_HOME", str(home))
+    monkeypatch.setenv("FAIRVLM_DATA_ROOTS", str(home))
+    return home

@@ -38,14 +38,9 @@ def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def home(tmp_path: Path, small_demo_dir: Path, tiny_checkpoint: Path, other_checkpoint: Path,
-         monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(fresh_home: Path, other_checkpoint: Path) -> Path:
     """FAIRVLM_HOME with the small demo, the tiny checkpoint and one finished run."""
-    home = tmp_path / "home"
-    shutil.copytree(small_demo_dir, home / "demo" / "data")
-    shutil.copy(tiny_checkpoint, home / "tiny.safetensors")
-    monkeypatch.setenv("FAIRVLM_HOME", str(home))
-    monkeypatch.setenv("FAIRVLM_DATA_ROOTS", str(home))
+    home = fresh_home
     config = TrainConfig(data=str(home / "demo" / "data"), model=str(home / "tiny.safetensors"),
                          attribute="race", epochs=1)
     run = RunDir(home / "runs" / RUN).create(config.to_dict())

@@ -10,7 +10,6 @@ metrics.jsonl) and the decisions file.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,15 +38,9 @@ TINY_SETTINGS = {"fine_tune.epochs": 1, "fine_tune.lr": 1e-3, "fine_tune.eval_mi
 
 
 @pytest.fixture()
-def home(tmp_path: Path, small_demo_dir: Path, tiny_checkpoint: Path,
-         monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(fresh_home: Path) -> Path:
     """A fresh FAIRVLM_HOME (the only data root) with the small demo and the tiny checkpoint."""
-    home = tmp_path / "home"
-    shutil.copytree(small_demo_dir, home / "demo" / "data")
-    shutil.copy(tiny_checkpoint, home / "tiny.safetensors")
-    monkeypatch.setenv("FAIRVLM_HOME", str(home))
-    monkeypatch.setenv("FAIRVLM_DATA_ROOTS", str(home))
-    return home
+    return fresh_home
 
 
 
