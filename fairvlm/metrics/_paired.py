@@ -94,13 +94,26 @@ class Change:
         """``+0.012 [-0.004, +0.027]``, ``+0.012`` without an interval, ``undefined``; with
         four decimals when a nonzero number would round to ``0.000`` (an interval just off
         0 must not read as touching it)."""
+        shown = self._shown()
+        if len(shown) < 3:
+            return shown[0] if shown else "undefined"
+        return f"{shown[0]} [{shown[1]}, {shown[2]}]"
+
+    @property
+    def delta_text(self) -> str:
+        """The delta alone as :meth:`text` writes it (same decimals), ``undefined``."""
+        shown = self._shown()
+        return shown[0] if shown else "undefined"
+
+    def _shown(self) -> list[str]:
+        """``delta`` (then the bounds, when there is an interval) signed, with three decimals,
+        or four when a nonzero one would read ``0.000``; empty when undefined."""
         if self.delta is None:
-            return "undefined"
+            return []
         numbers = [self.delta] if self.ci_low is None or self.ci_high is None else [
             self.delta, self.ci_low, self.ci_high]
         digits = 4 if any(0 < abs(x) < 5e-4 for x in numbers) else 3
-        shown = [f"{x:+.{digits}f}" for x in numbers]
-        return shown[0] if len(shown) == 1 else f"{shown[0]} [{shown[1]}, {shown[2]}]"
+        return [f"{x:+.{digits}f}" for x in numbers]
 
 
 @dataclass(frozen=True)

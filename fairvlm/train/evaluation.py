@@ -94,15 +94,23 @@ def metric_label(metric: str) -> str:
     return SELECTION_LABELS.get(metric, metric)
 
 
+def selected_entry(selection: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ``history`` entry (``epoch``, the ``metric`` it was compared by, ``value``) of the
+    selected epoch in a :meth:`Selection.to_dict` record; None when the record has none."""
+    epoch = selection.get("epoch")
+    return next((entry for entry in selection.get("history") or []
+                 if entry.get("epoch") == epoch), None)
+
+
 def describe_selection(selection: Mapping[str, Any]) -> str:
     """``epoch 3 selected by validation ES-AUC.`` from a :meth:`Selection.to_dict` record,
     epochs counted from 1 (``epoch`` is from 0). When the epochs were compared by the
     fallback metric, the sentence names that metric and why; another note follows."""
     wanted = str(selection.get("metric", "?"))
-    epoch = selection.get("epoch") or 0
-    compared = next((str(entry["metric"]) for entry in selection.get("history") or []
-                     if entry.get("epoch") == epoch), wanted)
-    line = f"epoch {epoch + 1} selected by validation {metric_label(compared)}"
+    entry = selected_entry(selection)
+    compared = str(entry["metric"]) if entry is not None else wanted
+    line = (f"epoch {(selection.get('epoch') or 0) + 1} selected by validation "
+            f"{metric_label(compared)}")
     if compared != wanted:
         return (f"{line} ({metric_label(wanted)} is undefined on validation: fewer than two "
                 "groups with enough pairs and both classes).")

@@ -26,7 +26,7 @@ from fairvlm.errors import FairVLMError
 from fairvlm.jobs import job_state, read_evaluation
 from fairvlm.metrics import Change
 from fairvlm.runs import RunDir, RunStatus, RunSummary
-from fairvlm.train.evaluation import describe_selection, metric_label
+from fairvlm.train.evaluation import describe_selection, metric_label, selected_entry
 
 LOSS_TERMS: dict[str, str] = {"loss": "objective L", "clip": "CLIP loss mean(w·l)",
                               "weighted_fairness": "λ · Σ_g R_g"}
@@ -83,9 +83,7 @@ def start_was_better(records: Sequence[Mapping[str, Any]],
     on validation, by the metric that selected the epoch, than the selected epoch: no
     fine-tuned epoch improved on it. None otherwise."""
     baseline = next((record for record in records if record.get("kind") == "baseline"), None)
-    epoch = selection.get("epoch")
-    entry = next((entry for entry in selection.get("history") or []
-                  if entry.get("epoch") == epoch), None)
+    entry = selected_entry(selection)
     if baseline is None or entry is None or entry.get("value") is None:
         return None
     start = (baseline.get("val") or {}).get(entry["metric"])
@@ -122,8 +120,7 @@ def change_from_start(evaluation: Mapping[str, Any], key: str) -> TileChange | N
     if change.delta is None:
         return None
     words = "measurable" if change.sign else change.verdict
-    delta = change.text().split(" [", 1)[0]  # as many decimals as the interval needs
-    return TileChange(f"{delta} vs start", "normal" if change.sign else "off",
+    return TileChange(f"{change.delta_text} vs start", "normal" if change.sign else "off",
                       "auto" if change.sign else "off",
                       f"Change from the starting model on the same test pairs: "
                       f"{change.text()} (paired 95% interval), {words}.")

@@ -91,6 +91,9 @@ def test_hidden_and_one_class_groups() -> None:
 def test_text_and_sign() -> None:
     assert Change(0.0123, -0.004, 0.0271).text() == "+0.012 [-0.004, +0.027]"
     assert Change(-0.0031, -0.0062, -0.0002).text() == "-0.0031 [-0.0062, -0.0002]"
+    assert Change(-0.0031, -0.0062, -0.0002).delta_text == "-0.0031"  # the interval's decimals
+    assert Change(0.0123, -0.004, 0.0271).delta_text == "+0.012"
+    assert Change(None).delta_text == "undefined"
     assert Change(0.0, 0.0, 0.0).text() == "+0.000 [+0.000, +0.000]"
     assert Change(-0.05, -0.08, -0.01).sign == -1
     assert Change(0.05).text() == "+0.050" and Change(0.05).sign is None
