@@ -15,6 +15,7 @@ from fairvlm.decisions import DECISIONS, DecisionFile
 from fairvlm.errors import DataError, FairVLMError
 from fairvlm.models import LoadedModel
 from fairvlm.pair_issues import IssueSettings, explain
+from fairvlm.train.training_data import excluded_training_rows
 from fairvlm.ui import audit_view, cache, current, data_table, gallery
 from fairvlm.ui import pair_browser as browser
 from fairvlm.ui.feedback import show_error, user_errors
@@ -130,10 +131,9 @@ def overview(frame: pd.DataFrame, book: DecisionFile) -> None:
     line, button = st.columns([4, 1], vertical_alignment="center")
     counts = ", ".join(f"{sum(v == d for v in decided.values())} {DECISION_LABELS[d].lower()}"
                        for d in DECISIONS)
-    marked = frame[frame["id"].astype(str).isin(exclusions)]
-    in_training = int((marked["split"] == "train").sum())
+    left_out = excluded_training_rows(frame, exclusions)[1]
+    in_training, evaluated = left_out["train"], left_out["evaluated"]
     plural = "" if in_training == 1 else "s"
-    evaluated = len(marked) - in_training
     kept = (f"; {evaluated} marked validation or test pair(s) stay evaluated"
             if evaluated else "")
     line.success(f"**{in_training} training pair{plural} to leave out of the next "

@@ -15,7 +15,7 @@ from fairvlm.runs import RunDir
 from fairvlm.train.config import SCOPES, SELECTION_METRICS, TrainConfig
 from fairvlm.train.evaluation import SELECTION_LABELS
 from fairvlm.train.losses import DISTANCES, FAIR_ON, STATISTICS
-from fairvlm.train.training_data import exclude_pairs
+from fairvlm.train.training_data import excluded_training_rows
 from fairvlm.ui import cache, current, data_table, run_monitor, state, tables
 from fairvlm.ui.feedback import show_error, user_errors
 from fairvlm.ui.state import AUTO_DEVICE, ModelChoice
@@ -161,7 +161,7 @@ def new_run_form(table: PairTable) -> None:
                     "Checkpoint every (steps)", min_value=0, value=DEFAULTS["checkpoint_every"],
                     key="fine_tune.checkpoint_every", help="0: at the end of each epoch only."),
             }
-        in_training = exclude_pairs(table, tuple(exclusions))[1].get("train", 0)
+        in_training = excluded_training_rows(table.frame, exclusions)[1]["train"]
         exclude = st.checkbox(f"Exclude the {in_training} training pair(s) you marked on the "
                               "Bad pairs page", value=bool(in_training), disabled=not in_training,
                               key="fine_tune.exclude",

@@ -8,9 +8,11 @@ and validation pairs remain after exclusions, every group of the attribute holds
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from fairvlm.data import load_with_attributes
 from fairvlm.data.table import Attribute, PairTable
@@ -92,11 +94,19 @@ def exclude_pairs(table: PairTable, ids: tuple[str, ...]) -> tuple[PairTable, di
     Nothing is left out for an empty ``ids``."""
     if not ids:
         return table, {}
-    wanted = set(ids)
-    matched = table.frame["id"].astype(str).isin(wanted).to_numpy()
-    dropped = matched & (table.frame["split"].to_numpy() == "train")
-    counts = {"train": int(dropped.sum()), "evaluated": int((matched & ~dropped).sum()),
-              "unknown": len(wanted) - int(matched.sum())}
+    dropped, counts = excluded_training_rows(table.frame, ids)
     kept = PairTable(table.frame[~dropped], dict(table.attributes), source=table.source,
                      name=table.name, warnings=list(table.warnings), synthetic=table.synthetic)
     return kept, counts
+
+
+def excluded_training_rows(frame: pd.DataFrame, ids: Iterable[str]
+                           ) -> tuple[np.ndarray, dict[str, int]]:
+    """Which rows of ``frame`` (columns ``id``, ``split``) :func:`exclude_pairs` leaves out:
+    the training rows among ``ids``, as a mask, and its counts (``train``, ``evaluated``,
+    ``unknown``), without building a table (the pages count them on every rerun)."""
+    wanted = set(map(str, ids))
+    matched = frame["id"].astype(str).isin(wanted).to_numpy()
+    dropped = matched & (frame["split"].to_numpy() == "train")
+    return dropped, {"train": int(dropped.sum()), "evaluated": int((matched & ~dropped).sum()),
+                     "unknown": len(wanted) - int(matched.sum())}
